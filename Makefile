@@ -1,0 +1,68 @@
+# Every entry point of envfarm. `make demo` and `make test` install whatever is missing first.
+SHELL := /bin/bash
+PY := .venv/bin/python
+export PYTHONUNBUFFERED := 1
+# The embedded defaults: Podman's Docker-API socket unless the user points DOCKER_HOST elsewhere.
+export DOCKER_HOST ?= unix:///run/podman/podman.sock
+# PostgreSQL started by `make setup`; the test suite runs every store test against it too.
+export ENVFARM_TEST_PG_URL ?= postgresql+psycopg://envfarm:envfarm@127.0.0.1:5432/envfarm_test
+PYTEST_ARGS ?=
+CONFIG ?= trainer/configs/demo.yaml
+REPOS ?= tasks/examples/repos.txt
+
+.PHONY: setup demo test test-fast bench bench-sandbox bench-mine bench-fleet bench-verify bench-rollout bench-train \
+        mine train pretrain-tiny manifests doctor gc clean
+
+setup:  ## install system packages, the virtualenv, the Podman socket, PostgreSQL and the base image (idempotent)
+	@bash scripts/setup.sh
+
+demo: setup  ## the main job on the embedded defaults
+	$(PY) -m envfarm.cli demo
+
+test: setup  ## the whole test suite, SQLite and PostgreSQL
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: setup  ## everything but the tests marked slow
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+doctor:
+	$(PY) -m envfarm.cli doctor
+
+gc:
+	$(PY) -m envfarm.cli gc
+
+bench: bench-sandbox bench-mine bench-fleet bench-verify bench-rollout bench-train
+
+bench-sandbox: setup
+	$(PY) -m bench.sandbox
+
+bench-mine: setup
+	$(PY) -m bench.mine
+
+bench-fleet: setup
+	$(PY) -m bench.fleet
+
+bench-verify: setup
+	$(PY) -m bench.verify
+
+bench-rollout: setup
+	$(PY) -m bench.rollout
+
+bench-train: setup
+	$(PY) -m bench.train
+
+mine: setup  ## mine tasks from the repositories listed in REPOS (one owner/name per line)
+	$(PY) -m envfarm.cli mine --repos $(REPOS)
+
+train: setup  ## launch an RL run from CONFIG
+	$(PY) -m envfarm.cli train --config $(CONFIG)
+
+pretrain-tiny: setup  ## pretrain the tiny policy on the Python standard library's sources
+	$(PY) -m trainer.pretrain
+
+manifests: setup  ## render every kustomize overlay and validate it against the Kubernetes schemas
+	$(PY) -m envfarm.fleet.manifests check
+
+clean:  ## remove envfarm containers and local state (keeps images and the venv)
+	-$(PY) -m envfarm.cli gc --all
+	rm -rf .envfarm
