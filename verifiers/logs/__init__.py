@@ -1,0 +1,42 @@
+"""Log parsers by name: a task's `install.log_parser` picks one.
+
+Each maps a runner's output to {test id: TestStatus} and says what it could not read; none raises on
+a truncated or garbled log.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from envfarm.errors import EnvfarmError
+from verifiers.logs.django_log import parse_django_log
+from verifiers.logs.junit import parse_junit_xml
+from verifiers.logs.pytest_log import parse_pytest_log
+from verifiers.logs.status import ParsedLog, TestStatus
+from verifiers.logs.unittest_log import parse_unittest_log
+
+LogParser = Callable[[bytes | str], ParsedLog]
+
+PARSERS: dict[str, LogParser] = {
+    "pytest": parse_pytest_log,
+    "unittest": parse_unittest_log,
+    "django": parse_django_log,
+    "junit": parse_junit_xml,
+}
+
+
+def get_parser(name: str) -> LogParser:
+    try:
+        return PARSERS[name]
+    except KeyError:
+        raise EnvfarmError(
+            f"unknown log parser {name!r}",
+            f"set the task's install.log_parser to one of: {', '.join(sorted(PARSERS))}",
+        ) from None
+
+
+def parse_log(name: str, raw: bytes | str) -> ParsedLog:
+    return get_parser(name)(raw)
+
+
+__all__ = ["PARSERS", "LogParser", "ParsedLog", "TestStatus", "get_parser", "parse_log"]

@@ -1,0 +1,73 @@
+"""JUnit XML reports: pytest's `--junitxml`, and Go (go-junit-report / gotestsum), Jest (jest-junit),
+Maven Surefire and Gradle, which all write the same <testsuite>/<testcase> shape.
+
+The report is the tamper-resistant source: the runner writes it to a path outside the repository
+that the code under test does not know. A report cut off mid-write is read incrementally, so every
+complete <testcase> before the cut still counts and the cut is reported.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+from verifiers.logs.status import ParsedLog, TestStatus
+from verifiers.logs.text import decode
+
+
+def _pytest_node_id(file: str, classname: str, name: str) -> str:
+    """Rebuild pytest's node id (`tests/test_a.py::TestK::test_x[p]`) from xunit1 attributes."""
+    module = file[:-3].replace("/", ".") if file.endswith(".py") else file
+    if not classname and name == module:  # a collection error names the module itself
+        return file
+    rest = classname[len(module) :].lstrip(".") if classname.startswith(module) else ""
+    parts = [file, *[p for p in rest.split(".") if p], name]
+    return "::".join(parts)
+
+
+def testcase_id(case: ET.Element) -> str:
+    name = case.get("name", "")
+    classname = case.get("classname", "")
+    file = case.get("file", "")
+    if file.endswith(".py"):
+        return _pytest_node_id(file, classname, name)
+    return f"{classname}::{name}" if classname else name
+
+
+def testcase_status(case: ET.Element) -> TestStatus:
+    tags = {child.tag: child for child in case}
+    if "error" in tags:
+        return TestStatus.ERROR
+    if "failure" in tags:
+        return TestStatus.FAILED
+    if "skipped" in tags:
+        return TestStatus.XFAIL if tags["skipped"].get("type") == "pytest.xfail" else TestStatus.SKIPPED
+    return TestStatus.PASSED
+
+
+def parse_junit_xml(raw: bytes | str) -> ParsedLog:
+    parsed = ParsedLog(framework="junit")
+    data = raw.encode("utf-8") if isinstance(raw, str) else raw
+    parser = ET.XMLPullParser(events=("end",))
+    suites_seen = 0
+    try:
+        parser.feed(data)
+        parser.close()
+    except ET.ParseError as exc:
+        parsed.complete = False
+        parsed.problems.append(f"report is not well-formed XML ({exc}); read the test cases before that point")
+    for _event, element in parser.read_events():
+        if element.tag == "testcase":
+            parsed.add(testcase_id(element), testcase_status(element))
+        elif element.tag == "testsuite":
+            suites_seen += 1
+            for key in ("tests", "failures", "errors", "skipped"):
+                value = element.get(key)
+                if value is not None and value.isdigit():
+                    parsed.reported[key] = parsed.reported.get(key, 0) + int(value)
+    if suites_seen == 0 and parsed.complete:
+        parsed.complete = False
+        parsed.problems.append("no <testsuite> element in the report")
+    if not parsed.results:
+        text, _ = decode(data[:200])
+        parsed.problems.append(f"no <testcase> elements in the report (starts with {text[:80]!r})")
+    return parsed

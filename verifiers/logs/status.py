@@ -1,0 +1,66 @@
+"""Test outcomes and the parsed-log record shared by every framework's parser."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class TestStatus(str, Enum):
+    PASSED = "PASSED"
+    FAILED = "FAILED"
+    SKIPPED = "SKIPPED"
+    ERROR = "ERROR"
+    XFAIL = "XFAIL"
+
+    __test__ = False  # not a pytest test class
+
+    @property
+    def succeeded(self) -> bool:
+        """An expected failure is a success, as in the SWE-bench harness; a skip is not."""
+        return self in (TestStatus.PASSED, TestStatus.XFAIL)
+
+
+# When one id is reported twice (a call that passed and a teardown that errored, or a forged line
+# printed by the code under test next to the runner's real one) the worse outcome wins.
+_SEVERITY = {TestStatus.PASSED: 0, TestStatus.XFAIL: 1, TestStatus.SKIPPED: 2, TestStatus.FAILED: 3, TestStatus.ERROR: 4}
+
+
+def worse(a: TestStatus, b: TestStatus) -> TestStatus:
+    return a if _SEVERITY[a] >= _SEVERITY[b] else b
+
+
+@dataclass
+class ParsedLog:
+    """What a parser could read from one log, and what it could not.
+
+    `reported` holds the runner's own totals (e.g. pytest's final "3 passed, 1 failed" line) so the
+    grader can notice result lines that the runner never produced. `problems` lists, in words, every
+    part of the log that could not be read (truncation, unknown lines, undecodable bytes).
+    """
+
+    framework: str
+    results: dict[str, TestStatus] = field(default_factory=dict)
+    reported: dict[str, int] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    complete: bool = True  # the runner's final summary was found
+    # How many result lines of each word each part of the log held ("summary" -> {"PASSED": 6}), before
+    # merging by id: a forged line shows up here even when its id merges into another outcome.
+    line_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def count_line(self, source: str, word: str) -> None:
+        bucket = self.line_counts.setdefault(source, {})
+        bucket[word] = bucket.get(word, 0) + 1
+
+    def add(self, test_id: str, status: TestStatus) -> None:
+        test_id = test_id.strip()
+        if not test_id:
+            return
+        previous = self.results.get(test_id)
+        self.results[test_id] = status if previous is None else worse(previous, status)
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for status in self.results.values():
+            out[status.value] = out.get(status.value, 0) + 1
+        return out
