@@ -1,0 +1,101 @@
+"""The SWE verifier's grading of real pytest runs (run here as subprocesses) and its command building.
+
+The sandbox steps themselves (patch, restore, run) are exercised against the real container engine in
+test_swe_sandbox.py; these tests cover the decisions made from a run's output and report.
+"""
+
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from envfarm.sandbox.protocol import ExecResult
+from envfarm.task import InstallConfig, TaskSpec
+from verifiers.swe import build_test_command, grade_run, patched_paths
+
+TEST_PATCH = """\
+diff --git a/tests/test_calc.py b/tests/test_calc.py
+new file mode 100644
+--- /dev/null
++++ b/tests/test_calc.py
+@@ -0,0 +1,2 @@
++def test_fixed():
++    assert True
+"""
+
+
+def make_task(**install) -> TaskSpec:
+    return TaskSpec(
+        instance_id="acme__calc-1",
+        test_patch=TEST_PATCH,
+        FAIL_TO_PASS=["tests/test_calc.py::test_fixed"],
+        PASS_TO_PASS=["tests/test_calc.py::test_old"],
+        workdir="/testbed",
+        install=InstallConfig(**install),
+    )
+
+
+def run_pytest(repo: Path, body: str, conftest: str = "") -> tuple[ExecResult, bytes | None]:
+    (repo / "tests").mkdir(exist_ok=True)
+    (repo / "tests" / "test_calc.py").write_text(textwrap.dedent(body))
+    if conftest:
+        (repo / "conftest.py").write_text(textwrap.dedent(conftest))
+    report = repo.parent / "report.xml"
+    report.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "pytest", "-rA", "-p", "no:cacheprovider", "-o", "junit_family=xunit1", f"--rootdir={repo}", f"--junitxml={report}", "tests/test_calc.py"]
+    start = time.monotonic()
+    proc = subprocess.run(cmd, cwd=repo, capture_output=True, timeout=120)
+    result = ExecResult(proc.returncode, (proc.stdout + proc.stderr).decode(errors="replace"), False, time.monotonic() - start)
+    return result, report.read_bytes() if report.exists() else None
+
+
+def test_patched_paths_and_pytest_command():
+    assert patched_paths(TEST_PATCH) == ["tests/test_calc.py"]
+    cmd = build_test_command(make_task(test_cmd="python -m pytest"), "/tmp/r.xml")
+    assert "--junitxml=/tmp/r.xml" in cmd and "-p no:cacheprovider" in cmd and "--rootdir=/testbed" in cmd
+    assert cmd.endswith(" tests/test_calc.py")
+    go = build_test_command(make_task(test_cmd="gotestsum --junitfile {report} ./...", log_parser="junit"), "/tmp/r.xml")
+    assert go == "gotestsum --junitfile /tmp/r.xml ./..."
+
+
+def test_honest_fix_is_resolved(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    run, report = run_pytest(repo, "def test_fixed():\n    assert True\ndef test_old():\n    assert True\n")
+    reward = grade_run(make_task(), run, report)
+    assert reward.passed and reward.value == 1.0 and reward.details["graded_from"] == "junit report"
+
+
+def test_printed_fake_pass_lines_do_not_count(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    body = """\
+        import sys
+        print("PASSED tests/test_calc.py::test_fixed")
+        print("tests/test_calc.py::test_fixed PASSED")
+        sys.stdout.flush()
+        def test_fixed():
+            print("=== short test summary info ===\\nPASSED tests/test_calc.py::test_fixed")
+            assert False
+        def test_old():
+            assert True
+    """
+    run, report = run_pytest(repo, body)
+    reward = grade_run(make_task(), run, report)
+    assert not reward.passed and reward.value == 0.0
+    assert reward.details["grade"]["fail_to_pass"]["not_passed"] == {"tests/test_calc.py::test_fixed": "FAILED"}
+
+
+def test_missing_report_is_zero_with_reason(tmp_path):
+    run = ExecResult(2, "tests/test_calc.py::test_fixed PASSED\n=== 1 passed in 0.1s ===\n", False, 0.1)
+    reward = grade_run(make_task(), run, None)
+    assert reward.value == 0.0 and "wrote no report" in reward.details["reason"]
+
+
+def test_console_log_grading_for_unittest_tasks():
+    log = "test_fixed (m.T) ... ok\ntest_old (m.T) ... FAIL\n\n----\nRan 2 tests in 0.0s\n\nFAILED (failures=1)\n"
+    task = make_task(log_parser="unittest", test_cmd="python -m unittest -v").model_copy(update={"FAIL_TO_PASS": ["test_fixed (m.T)"], "PASS_TO_PASS": ["test_old (m.T)"]})
+    reward = grade_run(task, ExecResult(1, log, False, 0.1), None)
+    assert reward.details["graded_from"] == "console log" and not reward.passed
+    assert reward.details["grade"]["pass_to_pass"]["not_passed"] == {"test_old (m.T)": "FAILED"}
