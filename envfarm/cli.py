@@ -1,0 +1,177 @@
+"""The `envfarm` command line. Every error is one line that names the fix; exit code 2 for user errors."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import time
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from envfarm.errors import EnvfarmError
+
+app = typer.Typer(help="envfarm: real software work as RL environments.", no_args_is_help=True, add_completion=False)
+images_app = typer.Typer(help="Base, env and instance images.", no_args_is_help=True)
+app.add_typer(images_app, name="images")
+console = Console()
+err = Console(stderr=True)
+
+
+def _client():  # type: ignore[no-untyped-def]
+    from envfarm.engine import connect
+
+    return connect()
+
+
+@app.command()
+def doctor() -> None:
+    """Check engine, images, store, browser, Ray and tools; print what is missing and how to fix it."""
+    from envfarm.doctor import run_checks
+
+    checks = run_checks()
+    table = Table("check", "status", "detail", "fix")
+    for check in checks:
+        table.add_row(check.name, "[green]ok[/]" if check.ok else "[red]missing[/]", check.detail, check.fix)
+    console.print(table)
+    if not all(c.ok for c in checks):
+        raise typer.Exit(1)
+
+
+@images_app.command("ls")
+def images_ls() -> None:
+    """List envfarm images (base, env, instance) in the engine."""
+    client = _client()
+    table = Table("tag", "kind", "name", "size MiB", "created")
+    for image in client.images.list(filters={"label": "envfarm.io/kind"}):
+        labels = image.labels or {}
+        for tag in image.tags or ["<untagged>"]:
+            table.add_row(tag, labels.get("envfarm.io/kind", ""), labels.get("envfarm.io/name", ""),
+                          f"{(image.attrs.get('Size') or 0) / 2**20:.0f}", str(image.attrs.get("Created", ""))[:19])
+    console.print(table)
+
+
+@images_app.command("build")
+def images_build(
+    what: str = typer.Argument(..., help="'base', or a path to a recipe YAML file (kind, name, parent, steps, ...)"),
+    suite: Optional[str] = typer.Option(None, help="Debian suite for the base image (bookworm, bullseye, trixie)"),
+) -> None:
+    """Build an image unless its recipe hash is already built (a cache hit)."""
+    if what == "base":
+        from envfarm.images.base import build_base
+
+        build_base(suite=suite, client=_client(), on_log=lambda line: console.print(line))
+        return
+    from envfarm.images.build import ensure_image
+    from envfarm.images.loader import load_recipe
+
+    result = ensure_image(load_recipe(what), _client(), on_log=lambda line: console.print(line, markup=False))
+    console.print(f"{result.tag} ({'cache hit' if result.cached else f'built in {result.seconds:.1f}s'})")
+
+
+@images_app.command("has-base")
+def images_has_base() -> None:
+    """Exit 0 if the base image for the configured suite exists (used by make setup)."""
+    from envfarm.images.base import has_base
+
+    raise typer.Exit(0 if has_base(_client()) else 1)
+
+
+@images_app.command("prune")
+def images_prune(
+    all_: bool = typer.Option(False, "--all", help="also remove images still referenced by tasks and the base"),
+    dry_run: bool = typer.Option(False, "--dry-run"),
+) -> None:
+    """Remove envfarm env/instance images that no task in the store references (and old base hashes)."""
+    from envfarm.images.prune import prune
+
+    removed = prune(_client(), _store(), remove_all=all_, dry_run=dry_run)
+    for tag in removed:
+        console.print(("would remove " if dry_run else "removed ") + tag)
+    console.print(f"{len(removed)} image(s) {'to remove' if dry_run else 'removed'}")
+
+
+def _store():  # type: ignore[no-untyped-def]
+    from envfarm.store.db import open_store
+
+    return open_store()
+
+
+@app.command()
+def gc(
+    all_: bool = typer.Option(False, "--all", help="remove every envfarm container, owned or not"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="only list what would be removed"),
+) -> None:
+    """Remove containers whose run is finished, failed, or whose owner process is dead."""
+    from envfarm.sandbox.gc import collect
+
+    report = collect(_client(), None if all_ else _store(), remove_all=all_, dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
+    console.print(f"examined {report.examined} container(s), {verb} {len(report.removed)}, kept {report.kept}")
+
+
+@app.command("exec")
+def exec_(
+    image: str = typer.Argument(..., help="image to start, e.g. envfarm/base:bookworm"),
+    command: str = typer.Argument(..., help="shell command to run in the sandbox"),
+    timeout: float = typer.Option(60.0, help="seconds before the command's process tree is killed"),
+) -> None:
+    """Run one command in a fresh sandbox and print its output (exit code is the command's)."""
+    from envfarm.sandbox.docker import DockerSandbox
+
+    with DockerSandbox(image, client=_client()) as sandbox:
+        result = sandbox.exec(command, timeout=timeout)
+    sys.stdout.write(result.output)
+    raise typer.Exit(result.exit_code)
+
+
+@app.command()
+def demo(command: str = typer.Option("python3 -c 'import platform; print(platform.platform())'", help="command to run")) -> None:
+    """The main job on the embedded defaults."""
+    from envfarm.demo import run_demo
+
+    run_demo(command, console)
+
+
+def _mount_optional(name: str, module: str, help_text: str) -> None:
+    """Later stages (miner, trainer) bring their own sub-commands; mount them when they are installed."""
+    try:
+        sub = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name and module.startswith(exc.name):
+            return
+        raise
+    target = getattr(sub, "app", None)
+    if isinstance(target, typer.Typer):
+        app.add_typer(target, name=name, help=help_text)
+
+
+_mount_optional("mine", "tasks.cli", "Mine verifiable tasks from GitHub issues and pull requests.")
+_mount_optional("train", "trainer.cli", "Launch an RL run.")
+_mount_optional("fleet", "envfarm.fleet.cli", "Kubernetes fleet controller and tools.")
+_mount_optional("verify", "verifiers.cli", "Run verifiers on tasks and web apps.")
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except EnvfarmError as exc:
+        err.print(f"envfarm: error: {exc.line()}", markup=False, highlight=False)
+        sys.exit(2)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(130)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

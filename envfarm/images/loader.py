@@ -1,0 +1,47 @@
+"""Recipes from YAML files, validated, so `envfarm images build FILE` can build any layer by hand."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from envfarm.errors import EnvfarmError
+from envfarm.images.recipe import ImageRecipe
+
+
+class RecipeFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["env", "instance"]
+    name: str
+    parent: str = "envfarm/base:bookworm"
+    steps: list[str] = []
+    files: dict[str, str] = {}
+    env: dict[str, str] = {}
+    workdir: str | None = None
+    user: str | None = None
+    network: bool = False
+
+
+def load_recipe(path: str | Path) -> ImageRecipe:
+    path = Path(path)
+    if not path.is_file():
+        raise EnvfarmError(f"recipe file {path} does not exist", "pass 'base' or the path of a recipe YAML file")
+    try:
+        doc = RecipeFile.model_validate(yaml.safe_load(path.read_text()) or {})
+    except (yaml.YAMLError, ValidationError) as exc:
+        first = str(exc).strip().splitlines()
+        raise EnvfarmError(f"recipe {path} is invalid: {' '.join(first[:3])}", "fix the file (fields: kind, name, parent, steps, files, env, workdir, user, network)") from None
+    return ImageRecipe(
+        kind=doc.kind,
+        name=doc.name,
+        parent=doc.parent,
+        steps=tuple(doc.steps),
+        files=tuple((p, c.encode()) for p, c in doc.files.items()),
+        env=tuple(doc.env.items()),
+        workdir=doc.workdir,
+        user=doc.user,
+        network=doc.network,
+    )

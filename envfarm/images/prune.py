@@ -1,0 +1,41 @@
+"""Remove images nothing needs: env/instance layers no task references, and superseded base hashes."""
+
+from __future__ import annotations
+
+import docker
+from docker.errors import APIError, NotFound
+from sqlalchemy import select
+
+from envfarm.images.base import base_tags
+from envfarm.store.db import Store
+from envfarm.store.models import TaskRow
+
+
+def referenced_tags(store: Store) -> set[str]:
+    with store.session() as session:
+        tags = set(session.scalars(select(TaskRow.image)))
+        env_tags = {t.get("env_image") for t in session.scalars(select(TaskRow.spec)) if isinstance(t, dict)}
+    return {t for t in tags | env_tags if t}
+
+
+def prune(client: docker.DockerClient, store: Store, remove_all: bool = False, dry_run: bool = False) -> list[str]:
+    keep = set() if remove_all else referenced_tags(store) | set(base_tags())
+    removed: list[str] = []
+    images = client.images.list(filters={"label": "envfarm.io/kind"})
+    # Instances first, then env, then base: children before parents so removal is not refused.
+    order = {"instance": 0, "env": 1, "base": 2}
+    images.sort(key=lambda image: order.get((image.labels or {}).get("envfarm.io/kind", ""), 3))
+    for image in images:
+        tags = image.tags or []
+        if not tags or any(tag.removeprefix("docker.io/").removeprefix("localhost/") in keep or tag in keep for tag in tags):
+            continue
+        for tag in tags:
+            if not dry_run:
+                try:
+                    client.images.remove(tag)
+                except NotFound:
+                    continue
+                except APIError:  # still used by a container or a child image
+                    continue
+            removed.append(tag)
+    return removed

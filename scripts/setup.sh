@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Idempotent set-up for envfarm on a Debian machine (run as root, as on our machines and in CI).
+# Each step checks first and only acts when something is missing; a second run changes nothing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+changed=0
+say() { printf 'setup: %s\n' "$*"; }
+did() { changed=1; say "$*"; }
+
+SOCK_PATH=/run/podman/podman.sock
+APT_PKGS=(podman runc catatonit debootstrap chromium ffmpeg postgresql git curl)
+PG_URL_USER=envfarm PG_URL_PASS=envfarm PG_URL_DB=envfarm_test
+
+# 1. Debian packages ----------------------------------------------------------------------------
+missing=()
+for p in "${APT_PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+command -v kubectl >/dev/null || missing+=(kubernetes-client)
+if ((${#missing[@]})); then
+  if [ "$(id -u)" != 0 ]; then
+    echo "setup: missing Debian packages: ${missing[*]} (fix: run 'sudo make setup' or install them)" >&2; exit 1
+  fi
+  did "installing Debian packages: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# 2. Podman: runc runtime, no default ulimits (crun and the default ulimits fail on our machines) --
+CONF=/etc/containers/containers.conf.d/50-envfarm.conf
+WANT=$'[containers]\ndefault_ulimits = []\n\n[engine]\nruntime = "runc"'
+if [ "$(cat "$CONF" 2>/dev/null)" != "$WANT" ]; then
+  mkdir -p "$(dirname "$CONF")"; printf '%s\n' "$WANT" > "$CONF"; did "wrote $CONF"
+fi
+
+# 3. The Docker-API socket (Podman's), unless DOCKER_HOST points at a working engine already --------
+api_ok() { curl -sf --max-time 5 --unix-socket "$1" http://d/_ping >/dev/null 2>&1; }
+if [ -n "${DOCKER_HOST:-}" ] && [ "${DOCKER_HOST}" != "unix://$SOCK_PATH" ] && api_ok "${DOCKER_HOST#unix://}"; then
+  say "using the engine at $DOCKER_HOST"
+elif ! api_ok "$SOCK_PATH"; then
+  mkdir -p "$(dirname "$SOCK_PATH")" /var/log/envfarm
+  setsid nohup podman system service --time=0 "unix://$SOCK_PATH" >/var/log/envfarm/podman-service.log 2>&1 < /dev/null &
+  for _ in $(seq 1 50); do api_ok "$SOCK_PATH" && break; sleep 0.2; done
+  api_ok "$SOCK_PATH" || { echo "setup: podman system service did not answer on $SOCK_PATH (see /var/log/envfarm/podman-service.log)" >&2; exit 1; }
+  did "started the Podman Docker-API service on unix://$SOCK_PATH"
+fi
+
+# 4. Python virtualenv with the locked dependencies ------------------------------------------------
+stamp=.venv/.envfarm-installed
+want_hash=$(cat requirements.lock pyproject.toml | sha256sum | cut -c1-16)
+if [ ! -x .venv/bin/python ] || [ "$(cat $stamp 2>/dev/null)" != "$want_hash" ]; then
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  # torch first, by exact version, so pip takes the machine's CPU wheel instead of a CUDA build.
+  .venv/bin/pip install -q torch==2.13.0
+  .venv/bin/pip install -q -r requirements.lock
+  .venv/bin/pip install -q --no-deps -e .
+  echo "$want_hash" > $stamp
+  did "installed the virtualenv (.venv) from requirements.lock"
+fi
+
+# 5. Video for Playwright: link Debian's ffmpeg where Playwright looks for its own -------------------
+if .venv/bin/python -c "import verifiers.web.setup_ffmpeg" 2>/dev/null; then
+  out=$(.venv/bin/python -m verifiers.web.setup_ffmpeg)
+  case "$out" in *created*|*linked*) did "$out";; esac
+fi
+
+# 6. PostgreSQL on localhost for the store's tests --------------------------------------------------
+PG_VER=$(ls /usr/lib/postgresql 2>/dev/null | sort -n | tail -1)
+if [ -n "$PG_VER" ]; then
+  if ! pg_lsclusters -h 2>/dev/null | grep -q "^$PG_VER main"; then
+    pg_createcluster "$PG_VER" main >/dev/null; did "created PostgreSQL $PG_VER cluster"
+  fi
+  if ! pg_lsclusters -h | grep -q "^$PG_VER main .* online"; then
+    pg_ctlcluster "$PG_VER" main start; did "started PostgreSQL $PG_VER"
+  fi
+  if ! su postgres -c "psql -tAc \"select 1 from pg_roles where rolname='$PG_URL_USER'\"" | grep -q 1; then
+    su postgres -c "psql -qc \"create role $PG_URL_USER login password '$PG_URL_PASS'\""; did "created PostgreSQL role $PG_URL_USER"
+  fi
+  if ! su postgres -c "psql -tAc \"select 1 from pg_database where datname='$PG_URL_DB'\"" | grep -q 1; then
+    su postgres -c "createdb -O $PG_URL_USER $PG_URL_DB"; did "created PostgreSQL database $PG_URL_DB"
+  fi
+fi
+
+# 7. The base image, built from Debian packages (no registry is reachable) -------------------------
+if ! .venv/bin/python -m envfarm.cli images has-base >/dev/null 2>&1; then
+  DOCKER_HOST="${DOCKER_HOST:-unix://$SOCK_PATH}" .venv/bin/python -m envfarm.cli images build base
+  changed=1
+fi
+
+if [ "$changed" = 0 ]; then say "nothing to do: everything is installed and running"; fi
