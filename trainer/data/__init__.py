@@ -1,0 +1,1 @@
+"""Training corpora available offline on every machine."""

@@ -1,0 +1,37 @@
+"""Multi-token prediction block (one SWA layer + dense FFN), used as a self-speculative draft head.
+
+Head k at position i reads the previous depth's hidden state h^{k-1}_i (the main model's for k=1)
+and the embedding of token x_{i+k}, and predicts x_{i+k+1} through the shared LM head. Heads chain:
+each feeds its hidden state to the next, so K heads draft K tokens beyond the main model's own.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from trainer.model.attention import Attention
+from trainer.model.config import PolicyConfig
+from trainer.model.ffn import DenseFFN, RMSNorm
+from trainer.model.kv_cache import LayerKVCache
+
+
+class MTPBlock(nn.Module):
+    def __init__(self, config: PolicyConfig) -> None:
+        super().__init__()
+        d, eps = config.hidden_size, config.rms_norm_eps
+        self.enorm = RMSNorm(d, eps)
+        self.hnorm = RMSNorm(d, eps)
+        self.eh_proj = nn.Linear(2 * d, d, bias=False)
+        self.input_layernorm = RMSNorm(d, eps)
+        self.self_attn = Attention(config, sliding=True)
+        self.post_attention_layernorm = RMSNorm(d, eps)
+        self.mlp = DenseFFN(d, config.mtp_intermediate_size)
+        self.final_layernorm = RMSNorm(d, eps)
+
+    def forward(self, hidden_prev: torch.Tensor, token_emb: torch.Tensor, positions: torch.Tensor,
+                rope: tuple[torch.Tensor, torch.Tensor], cache: LayerKVCache | None = None) -> torch.Tensor:
+        """Return this depth's hidden state (before final_layernorm, which the caller applies for logits)."""
+        x = self.eh_proj(torch.cat([self.enorm(token_emb), self.hnorm(hidden_prev)], dim=-1))
+        x = x + self.self_attn(self.input_layernorm(x), positions, rope, cache)
+        return x + self.mlp(self.post_attention_layernorm(x))

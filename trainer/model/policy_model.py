@@ -1,0 +1,154 @@
+"""The policy network: embedding -> hybrid SWA/GA decoder layers (dense or MoE FFN) -> norm -> LM head,
+plus K MTP blocks sharing the embedding and LM head.
+
+Module attribute names follow the Hugging Face layout (`model.layers.{i}.self_attn.q_proj.weight`,
+`model.layers.{i}.mlp.experts.{e}.gate_proj.weight`, `model.mtp_layers.{k}...`, `lm_head.weight`), so
+`state_dict()` keys are the checkpoint names with no translation table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trainer.model.attention import Attention, rope_tables
+from trainer.model.config import PolicyConfig
+from trainer.model.ffn import DenseFFN, RMSNorm
+from trainer.model.kv_cache import ModelKVCache
+from trainer.model.moe import MoE
+from trainer.model.mtp import MTPBlock
+
+
+@dataclass
+class ModelOutput:
+    logits: torch.Tensor  # [B, T, V]
+    hidden: torch.Tensor  # [B, T, D], last layer before the final norm (MTP input)
+    routing: torch.Tensor | None  # [B, T, n_moe_layers, k] int32 expert ids; None without MoE layers
+    aux_loss: torch.Tensor  # scalar, MoE balance loss (0 in eval mode)
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, config: PolicyConfig, index: int) -> None:
+        super().__init__()
+        d, eps = config.hidden_size, config.rms_norm_eps
+        self.sliding = config.is_sliding(index)
+        self.input_layernorm = RMSNorm(d, eps)
+        self.self_attn = Attention(config, sliding=self.sliding)
+        self.post_attention_layernorm = RMSNorm(d, eps)
+        self.is_moe = config.is_moe(index)
+        self.mlp = MoE(config) if self.is_moe else DenseFFN(d, config.intermediate_size)
+
+
+class Backbone(nn.Module):
+    """Holds the parameters under the `model.` prefix, as Hugging Face checkpoints do."""
+
+    def __init__(self, config: PolicyConfig) -> None:
+        super().__init__()
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(config, i) for i in range(config.num_hidden_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.mtp_layers = nn.ModuleList(MTPBlock(config) for _ in range(config.num_nextn_predict_layers))
+
+
+class PolicyModel(nn.Module):
+    def __init__(self, config: PolicyConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.model = Backbone(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.config.initializer_range
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+        elif hasattr(module, "e_score_correction_bias"):  # Router
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+
+    @property
+    def n_moe_layers(self) -> int:
+        return len(self.config.moe_layers)
+
+    @property
+    def num_mtp(self) -> int:
+        return len(self.model.mtp_layers)
+
+    def new_cache(self, batch: int, slack: int = 8, dtype: torch.dtype | None = None) -> ModelKVCache:
+        dtype = dtype or self.lm_head.weight.dtype
+        device = self.lm_head.weight.device
+        return ModelKVCache(
+            [layer.self_attn.new_cache(batch, slack, dtype, device) for layer in self.model.layers],
+            [block.self_attn.new_cache(batch, slack, dtype, device) for block in self.model.mtp_layers])
+
+    def _rope(self, positions: torch.Tensor, dtype: torch.dtype) -> dict[float, tuple[torch.Tensor, torch.Tensor]]:
+        c = self.config
+        return {theta: rope_tables(positions, c.rope_dim, theta, dtype) for theta in {c.rope_theta, c.swa_rope_theta}}
+
+    def forward(self, tokens: torch.Tensor, routing: torch.Tensor | None = None,
+                positions: torch.Tensor | None = None, cache: ModelKVCache | None = None) -> ModelOutput:
+        """tokens [B,T]; positions [B,T] absolute (-1 = padding; default arange);
+        routing [B,T,n_moe_layers,k] recorded expert ids to replay (-1 = route freshly)."""
+        b, t = tokens.shape
+        if positions is None:
+            positions = torch.arange(t, device=tokens.device).expand(b, t)
+        if routing is not None and routing.shape[:3] != (b, t, self.n_moe_layers):
+            from envfarm.errors import EnvfarmError
+            raise EnvfarmError(
+                f"routing has shape {tuple(routing.shape)}, expected ({b}, {t}, {self.n_moe_layers}, "
+                f"{self.config.num_experts_per_tok})",
+                "pass the routing recorded for exactly these tokens (prompt + completion)")
+        x = self.model.embed_tokens(tokens)
+        ropes = self._rope(positions, x.dtype)
+        valid = positions >= 0
+        chosen: list[torch.Tensor] = []
+        aux = x.new_zeros((), dtype=torch.float32)
+        for i, layer in enumerate(self.model.layers):
+            attn = layer.self_attn
+            h = layer.input_layernorm(x)
+            x = x + attn(h, positions, ropes[attn.theta], None if cache is None else cache.layers[i])
+            h = layer.post_attention_layernorm(x)
+            if layer.is_moe:
+                replay = None if routing is None else routing[:, :, len(chosen)]
+                y, ids, layer_aux = layer.mlp(h, replay, valid)
+                chosen.append(ids)
+                aux = aux + layer_aux
+            else:
+                y = layer.mlp(h)
+            x = x + y
+        logits = self.lm_head(self.model.norm(x))
+        routing_out = torch.stack(chosen, dim=2) if chosen else None
+        return ModelOutput(logits=logits, hidden=x, routing=routing_out, aux_loss=aux)
+
+    def mtp_step(self, head: int, hidden_prev: torch.Tensor, next_tokens: torch.Tensor, positions: torch.Tensor,
+                 cache: ModelKVCache | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One MTP depth: (h^{k-1}_i, x_{i+k}) at positions i -> (h^k_i, logits for x_{i+k+1})."""
+        block = self.model.mtp_layers[head]
+        emb = self.model.embed_tokens(next_tokens)
+        rope = rope_tables(positions, self.config.rope_dim, self.config.swa_rope_theta, emb.dtype)
+        h = block(hidden_prev, emb, positions, rope, None if cache is None else cache.mtp[head])
+        return h, self.lm_head(block.final_layernorm(h))
+
+    def mtp_losses(self, hidden: torch.Tensor, seq: torch.Tensor, num_heads: int | None = None) -> list[torch.Tensor]:
+        """Cross-entropy of each MTP head. seq [B, T+K+1]: the main model ran on seq[:, :T] and gave
+        `hidden`; head k (1-based) reads seq[:, k:k+T] and predicts seq[:, k+1:k+1+T]."""
+        b, t = hidden.shape[:2]
+        positions = torch.arange(t, device=seq.device).expand(b, t)
+        losses, prev = [], hidden
+        for head in range(self.num_mtp if num_heads is None else num_heads):
+            k = head + 1
+            prev, logits = self.mtp_step(head, prev, seq[:, k:k + t], positions)
+            losses.append(F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
+                                          seq[:, k + 1:k + 1 + t].reshape(-1)))
+        return losses
+
+    @torch.no_grad()
+    def update_expert_bias(self, rate: float | None = None) -> None:
+        rate = self.config.expert_bias_update_rate if rate is None else rate
+        for layer in self.model.layers:
+            if layer.is_moe:
+                layer.mlp.update_bias(rate)
