@@ -1,0 +1,305 @@
+"""The reconcile decision for one fleet, as a pure function of what the controller has seen.
+
+Given the fleet, its pods (from the watch cache, plus the expectations of creates, deletes and
+bindings still in flight), its claims and the time, `FleetPlanner.plan` says what to create, delete,
+patch and write. It performs no I/O, so the real controller (threads over the official client) and
+the discrete-event simulator call exactly the same code, and running it twice on the same view gives
+the same plan: reconciles are idempotent.
+
+Order of service, highest first: claims already bound, pending claims (warm ready pod, then warm
+pending pod, then an on-demand create that is never refused while the fleet has room), then the
+warm pools. A claim is never answered "no stock".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator
+
+from envfarm.fleet import labels as L
+from envfarm.fleet.accounting import FleetAccounting
+from envfarm.fleet.expectations import Binding
+from envfarm.fleet.failures import Failure, FailureClass
+from envfarm.fleet.podspec import build_pod
+from envfarm.fleet.spec import FleetSpec
+from envfarm.fleet.views import ClaimView, PodView
+
+PRIORITY_CLAIM = 0
+PRIORITY_WARM = 1
+CLAIM_RETENTION_SECONDS = 600.0  # released/failed claims are reaped this long after they finished
+
+
+@dataclass
+class Create:
+    pod: dict[str, Any]
+    priority: int
+    claim: str | None
+
+
+@dataclass
+class Delete:
+    name: str
+    reason: str
+
+
+@dataclass
+class PodPatch:
+    name: str
+    patch: dict[str, Any]
+    binding: Binding
+
+
+@dataclass
+class Plan:
+    creates: list[Create] = field(default_factory=list)
+    deletes: list[Delete] = field(default_factory=list)
+    pod_patches: list[PodPatch] = field(default_factory=list)
+    claim_status: dict[str, dict[str, Any]] = field(default_factory=dict)
+    claim_deletes: list[str] = field(default_factory=list)
+    resets: list[str] = field(default_factory=list)
+    failures: list[tuple[PodView, Failure]] = field(default_factory=list)
+    newly_ready: list[PodView] = field(default_factory=list)
+    quarantined_now: list[str] = field(default_factory=list)
+    status: dict[str, Any] = field(default_factory=dict)
+    served: dict[str, str] = field(default_factory=dict)  # claim -> warm | recycled | on-demand
+
+    @property
+    def empty(self) -> bool:
+        return not (self.creates or self.deletes or self.pod_patches or self.claim_status
+                    or self.claim_deletes or self.resets)
+
+
+def _free_indices(used: set[int]) -> Iterator[int]:
+    index = 0
+    while True:
+        if index not in used:
+            yield index
+        index += 1
+
+
+def binding_patch(view: PodView, claim: str | None, reset_pending: bool, uses: int, now: float) -> PodPatch:
+    """Bind or release a pod with one merge patch, conditional on the resourceVersion we saw (a
+    concurrent change makes it fail with 409 instead of double-binding)."""
+    annotations: dict[str, Any] = {L.ANN_USES: str(uses), L.ANN_RESET: "pending" if reset_pending else None}
+    if claim is None:
+        annotations[L.ANN_IDLE_SINCE] = f"{now:.3f}"
+    else:
+        annotations[L.ANN_BOUND_AT] = f"{now:.3f}"
+    patch = {"metadata": {"resourceVersion": view.resource_version, "labels": {L.CLAIM: claim},
+                          "annotations": annotations}}
+    return PodPatch(view.name, patch, (claim, reset_pending, uses, now if claim is None else view.idle_since))
+
+
+class FleetPlanner:
+    """Per-fleet planning state: accounting survives between plans, the rest is recomputed."""
+
+    def __init__(self, accounting: FleetAccounting | None = None) -> None:
+        self.accounting = accounting or FleetAccounting()
+        self.counted_failures: set[str] = set()
+        self._claim_status_sent: dict[str, dict[str, Any]] = {}
+
+    def plan(
+        self,
+        fleet: dict[str, Any],
+        spec: FleetSpec,
+        pods: Iterable[PodView],
+        claims: Iterable[ClaimView],
+        now: float,
+        in_flight_creates: dict[str, dict[str, Any]] | None = None,
+        in_flight_deletes: set[str] | None = None,
+        in_flight_bindings: dict[str, Binding] | None = None,
+    ) -> Plan:
+        plan = Plan()
+        acc = self.accounting
+        in_flight_deletes = in_flight_deletes or set()
+        in_flight_bindings = in_flight_bindings or {}
+        views: dict[str, PodView] = {}
+        for view in pods:
+            binding = in_flight_bindings.get(view.name)
+            views[view.name] = view.with_binding(*binding) if binding else view
+        for name, pod in (in_flight_creates or {}).items():
+            if name not in views:
+                views[name] = PodView.from_pod(pod, now)
+        used_indices: dict[str, set[int]] = {}
+        for name, view in views.items():
+            index = L.parse_index(name)
+            if index is not None:
+                used_indices.setdefault(view.image, set()).add(index)
+
+        claims_by_name = {claim.name: claim for claim in claims}
+        live = 0
+        bound: dict[str, PodView] = {}
+        claim_failures: dict[str, int] = {}
+        warm_ready: dict[str, list[PodView]] = {}
+        warm_pending: dict[str, list[PodView]] = {}
+        resetting: dict[str, int] = {}
+        counts = {"ready": 0, "pending": 0, "claimed": 0, "warm": 0}
+
+        for view in views.values():
+            if view.name in in_flight_deletes or view.deleting:
+                continue
+            failure = view.failure
+            if failure is None and not view.ready and view.phase == "Pending" \
+                    and now - view.created > spec.startup_timeout_seconds:
+                failure = Failure(FailureClass.UNSCHEDULABLE if view.unschedulable else FailureClass.STARTUP_TIMEOUT,
+                                  False, f"not ready after {spec.startup_timeout_seconds}s")
+            if failure is not None:
+                if view.uid not in self.counted_failures:
+                    self.counted_failures.add(view.uid)
+                    plan.failures.append((view, failure))
+                    if acc.record_failure(view.image, failure, spec.failure_policy.quarantine_after):
+                        plan.quarantined_now.append(view.image)
+                plan.deletes.append(Delete(view.name, f"failed: {failure.cls.value}"))
+                if view.claim:
+                    claim_failures[view.claim] = claim_failures.get(view.claim, 0) + 1
+                continue
+            live += 1
+            if view.ready:
+                counts["ready"] += 1
+                if view.uid and acc.record_ready(view.uid, view.image):
+                    plan.newly_ready.append(view)
+            else:
+                counts["pending"] += 1
+            if view.claim:
+                claim = claims_by_name.get(view.claim)
+                if claim is None or claim.deleting or claim.release or claim.phase in ("Failed", "Released") \
+                        or self._bound_too_long(claim, spec, now):
+                    self._release(plan, spec, view, claim, acc, now)
+                    continue
+                bound[view.claim] = view
+                counts["claimed"] += 1
+            elif view.reset_pending:
+                resetting[view.image] = resetting.get(view.image, 0) + 1
+            elif spec.idle_timeout_seconds and view.ready and now - view.idle_since > spec.idle_timeout_seconds:
+                plan.deletes.append(Delete(view.name, "idle timeout"))
+                live -= 1
+            else:
+                counts["warm"] += 1
+                (warm_ready if view.ready else warm_pending).setdefault(view.image, []).append(view)
+
+        for pools in (warm_ready, warm_pending):
+            for pool in pools.values():
+                pool.sort(key=lambda v: (-v.uses, v.idle_since))  # recycled pods first: they are proven
+        room = spec.max_pods - live
+        free = {entry.name: _free_indices(used_indices.get(entry.name, set())) for entry in spec.images}
+
+        for claim in sorted(claims_by_name.values(), key=lambda c: (c.created, c.name)):
+            room = self._serve_claim(plan, fleet, spec, claim, bound, warm_ready, warm_pending, free,
+                                     claim_failures.get(claim.name, 0), room, now)
+
+        for entry in spec.images:
+            if entry.name in acc.quarantined:
+                for view in warm_ready.get(entry.name, []) + warm_pending.get(entry.name, []):
+                    plan.deletes.append(Delete(view.name, "image quarantined"))
+                continue
+            ready, pending = warm_ready.get(entry.name, []), warm_pending.get(entry.name, [])
+            supply = len(ready) + len(pending) + resetting.get(entry.name, 0)
+            for _ in range(max(0, entry.warm - supply)):
+                if room <= 0:
+                    break
+                pod = build_pod(fleet, spec, entry, next(free[entry.name]), now=now)
+                plan.creates.append(Create(pod, PRIORITY_WARM, None))
+                room -= 1
+            excess = supply - entry.warm
+            for view in (pending[::-1] + ready[::-1])[:max(0, excess)]:
+                plan.deletes.append(Delete(view.name, "warm pool above target"))
+
+        counts["failedTotal"] = acc.failed_total
+        plan.status = {**counts, **acc.status_fields(),
+                       "observedGeneration": fleet.get("metadata", {}).get("generation", 0)}
+        return plan
+
+    @staticmethod
+    def _bound_too_long(claim: ClaimView, spec: FleetSpec, now: float) -> bool:
+        bound_at = claim.status.get("boundAtEpoch")
+        return bool(spec.ttl_seconds) and claim.phase == "Bound" and bound_at is not None and now - float(bound_at) > spec.ttl_seconds
+
+    def _release(self, plan: Plan, spec: FleetSpec, view: PodView, claim: ClaimView | None,
+                 acc: FleetAccounting, now: float) -> None:
+        recycle = (claim is not None and claim.release == "Recycle" and spec.recycle.enabled and view.ready
+                   and view.uses < spec.recycle.max_uses and view.image not in acc.quarantined)
+        if recycle:
+            plan.pod_patches.append(binding_patch(view, None, True, view.uses, now))
+            plan.resets.append(view.name)
+        else:
+            plan.deletes.append(Delete(view.name, "claim released" if claim and claim.release else "claim gone or expired"))
+        if claim is not None and not claim.deleting and claim.phase not in ("Failed", "Released"):
+            reason = "Released" if claim.release else "TTLExpired"
+            self._set_claim(plan, claim, {"phase": "Released", "reason": reason, "podName": view.name})
+
+    def _serve_claim(self, plan: Plan, fleet: dict[str, Any], spec: FleetSpec, claim: ClaimView,
+                     bound: dict[str, PodView], warm_ready: dict[str, list[PodView]],
+                     warm_pending: dict[str, list[PodView]], free: dict[str, Iterator[int]],
+                     new_failures: int, room: int, now: float) -> int:
+        if claim.deleting:
+            return room
+        if claim.phase in ("Failed", "Released"):
+            finished = float(claim.status.get("finishedAtEpoch", claim.created))
+            if claim.release or now - finished > CLAIM_RETENTION_SECONDS:
+                plan.claim_deletes.append(claim.name)
+            return room
+        if claim.release and claim.name not in bound:
+            self._set_claim(plan, claim, {"phase": "Released", "reason": "Released"}, now)
+            return room
+        attempts = claim.attempts + new_failures
+        entry = spec.image(claim.image)
+        if entry is None:
+            return self._fail(plan, claim, "UnknownImage", f"fleet has no image named {claim.image!r}", now, room)
+        if claim.image in self.accounting.quarantined:
+            return self._fail(plan, claim, "ImageQuarantined", self.accounting.quarantined[claim.image], now, room)
+        if attempts > spec.failure_policy.retry_budget:
+            return self._fail(plan, claim, "RetryBudgetExhausted",
+                              f"{attempts} sandbox pods failed for this claim", now, room)
+        view = bound.get(claim.name)
+        if view is not None:
+            status = {"phase": "Bound" if view.ready else "Pending", "podName": view.name, "attempts": attempts}
+            if view.ready:
+                status["podIP"] = view.pod_ip
+                status["boundAtEpoch"] = claim.status.get("boundAtEpoch") or f"{now:.3f}"
+            self._set_claim(plan, claim, status)
+            return room
+        if now - claim.created > claim.deadline_seconds:
+            return self._fail(plan, claim, "DeadlineExceeded",
+                              f"no sandbox ready within {claim.deadline_seconds}s", now, room)
+        for pool, source in ((warm_ready.get(claim.image), "warm"), (warm_pending.get(claim.image), "warm")):
+            if pool:
+                view = pool.pop(0)
+                served = "recycled" if view.uses > 0 else source
+                plan.pod_patches.append(binding_patch(view, claim.name, False, view.uses + 1, now))
+                plan.served[claim.name] = served
+                status = {"phase": "Bound" if view.ready else "Pending", "podName": view.name,
+                          "servedFrom": served, "attempts": attempts}
+                if view.ready:
+                    status.update(podIP=view.pod_ip, boundAtEpoch=f"{now:.3f}")
+                self._set_claim(plan, claim, status)
+                return room
+        if room <= 0:
+            self._set_claim(plan, claim, {"phase": "Pending", "reason": "FleetAtMaxPods", "attempts": attempts})
+            return room
+        pod = build_pod(fleet, spec, entry, next(free[entry.name]), claim=claim.name, now=now)
+        plan.creates.append(Create(pod, PRIORITY_CLAIM, claim.name))
+        plan.served[claim.name] = "on-demand"
+        self._set_claim(plan, claim, {"phase": "Pending", "podName": pod["metadata"]["name"],
+                                      "servedFrom": "on-demand", "attempts": attempts})
+        return room - 1
+
+    def forget_claim_status(self, claim_uid_or_name: str) -> None:
+        """A status write failed: let the next plan send it again."""
+        self._claim_status_sent.pop(claim_uid_or_name, None)
+
+    def _fail(self, plan: Plan, claim: ClaimView, reason: str, message: str, now: float, room: int) -> int:
+        self._set_claim(plan, claim, {"phase": "Failed", "reason": reason, "message": message[:300]}, now)
+        return room
+
+    def _set_claim(self, plan: Plan, claim: ClaimView, status: dict[str, Any], finished_at: float | None = None) -> None:
+        """Write a claim's status only when it changes (frugal with the API server)."""
+        merged = {**claim.status, **status}
+        if finished_at is not None:
+            merged["finishedAtEpoch"] = f"{finished_at:.3f}"
+        comparable = {k: v for k, v in merged.items() if k != "finishedAtEpoch"}
+        previous = self._claim_status_sent.get(claim.uid or claim.name)
+        current = {k: v for k, v in claim.status.items() if k != "finishedAtEpoch"}
+        if comparable == current or comparable == previous:
+            return
+        self._claim_status_sent[claim.uid or claim.name] = comparable
+        plan.claim_status[claim.name] = merged
