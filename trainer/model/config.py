@@ -189,3 +189,15 @@ def tiny() -> PolicyConfig:
         eos_token_id=257,
         pad_token_id=258,
     )
+
+
+def micro(**overrides: Any) -> PolicyConfig:
+    """Smaller still, for unit tests: every feature on (SWA ring wraps after 8 tokens, 3 MTP heads)."""
+    base = dict(
+        vocab_size=264, hidden_size=32, intermediate_size=64, moe_intermediate_size=32, num_hidden_layers=4,
+        hybrid_layer_pattern=[0, 1, 1, 0], moe_layer_freq=[0, 1, 1, 1], num_attention_heads=4,
+        num_key_value_heads=1, swa_num_attention_heads=4, swa_num_key_value_heads=2, head_dim=12, v_head_dim=8,
+        sliding_window=8, n_routed_experts=4, num_experts_per_tok=2, num_nextn_predict_layers=3,
+        mtp_intermediate_size=64, tie_word_embeddings=True, bos_token_id=256, eos_token_id=257, pad_token_id=258)
+    base.update(overrides)
+    return PolicyConfig(**base)

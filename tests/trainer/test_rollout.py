@@ -1,0 +1,178 @@
+"""The rollout engine: greedy identity with/without MTP drafts, losslessness of speculative sampling
+(chi-square against the exact distribution), log-probs and routing for replay, stops, bounded SWA cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from envfarm.errors import EnvfarmError
+from trainer.model import PolicyModel, load_checkpoint, micro, token_logprobs
+from trainer.rollout import RolloutEngine, SamplingParams
+from trainer.rollout import engine as engine_module
+from trainer.rollout.sampling import warp
+
+torch.set_num_threads(1)
+TINY = Path(__file__).resolve().parents[2] / "trainer" / "checkpoints" / "tiny"
+
+
+def random_model(seed: int = 0, **overrides) -> PolicyModel:
+    torch.manual_seed(seed)
+    return PolicyModel(micro(**overrides)).eval()
+
+
+def pretrained() -> PolicyModel:
+    if not (TINY / "model.safetensors").exists():
+        pytest.skip(f"no pretrained tiny checkpoint in {TINY} (run `make pretrain-tiny`)")
+    return load_checkpoint(TINY)
+
+
+CODE_PROMPTS = [b"import os\nimport sys\n\n\ndef main(", b"class Parser:\n    def __init__(self, text):\n        self."]
+
+
+@pytest.mark.parametrize("heads", [1, 2, 3])
+def test_greedy_output_is_identical_with_and_without_mtp(heads):
+    model = pretrained()
+    engine = RolloutEngine(model)
+    prompts = [[256] + list(p) for p in CODE_PROMPTS]
+    params = SamplingParams(max_new_tokens=48, temperature=0)
+    plain = engine.generate(prompts, params)
+    spec = engine.generate(prompts, params, draft="mtp", num_draft=heads)
+    assert spec.tokens == plain.tokens
+    assert spec.stats["accepted_drafts"] > 0  # drafts were really accepted, not all rejected
+    assert spec.stats["steps"] < plain.stats["steps"]
+    for a, b in zip(plain.logprobs, spec.logprobs):
+        assert torch.allclose(torch.tensor(a), torch.tensor(b), atol=1e-4)
+
+
+def test_greedy_identity_holds_when_drafts_are_mostly_rejected():
+    model = random_model(initializer_range=0.2)
+    engine = RolloutEngine(model)
+    prompts = [[256, 5, 6, 7], [256, 9]]
+    params = SamplingParams(max_new_tokens=30, temperature=0)
+    assert engine.generate(prompts, params, draft="mtp").tokens == engine.generate(prompts, params).tokens
+
+
+def chi_square_p_value(observed: torch.Tensor, expected_probs: torch.Tensor) -> float:
+    """Goodness of fit; bins with tiny expectation are pooled (chi-square needs >= 5 per bin)."""
+    n = observed.sum()
+    expected = expected_probs.double() * n
+    order = expected.argsort(descending=True)
+    keep = order[expected[order] >= 5]
+    rest = order[expected[order] < 5]
+    obs = torch.cat([observed[keep].double(), observed[rest].double().sum()[None]])
+    exp = torch.cat([expected[keep], expected[rest].sum()[None]])
+    obs, exp = obs[exp > 0], exp[exp > 0]
+    stat = ((obs - exp) ** 2 / exp).sum()
+    dof = len(exp) - 1
+    return float(torch.special.gammaincc(torch.tensor(dof / 2, dtype=torch.float64), stat / 2))
+
+
+def exact_second_and_third_token(model: PolicyModel, prompt: list[int], params: SamplingParams, vocab: int):
+    """P(x2) and P(x3) by enumerating every prefix (x1, x2) through the main model alone."""
+    with torch.no_grad():
+        p1 = warp(model(torch.tensor([prompt])).logits[0, -1, :vocab], params)
+        one = torch.tensor([prompt + [a] for a in range(vocab)])
+        p2_given = warp(model(one).logits[:, -1, :vocab], params)  # [x1, x2]
+        two = torch.tensor([prompt + [a, c] for a in range(vocab) for c in range(vocab)])
+        p3_given = warp(model(two).logits[:, -1, :vocab], params).view(vocab, vocab, vocab)
+    joint12 = p1[:, None] * p2_given
+    return joint12.sum(0), (joint12[..., None] * p3_given).sum((0, 1))
+
+
+def sample_many(model: PolicyModel, prompt: list[int], params: SamplingParams, n: int) -> torch.Tensor:
+    out = RolloutEngine(model).generate([prompt] * n, params, draft="mtp", num_draft=2)
+    return torch.tensor([c.tokens[:3] for c in out.completions])
+
+
+@pytest.mark.slow
+def test_speculative_sampling_matches_the_target_distribution(monkeypatch):
+    vocab = 12  # every token id the micro model emits is < 12 (the rest of the vocabulary is masked)
+    model = random_model(seed=5, vocab_size=vocab, initializer_range=0.35, bos_token_id=9, eos_token_id=10, pad_token_id=11)
+    params = SamplingParams(max_new_tokens=3, temperature=0.9, top_p=0.95, seed=1234)
+    prompt = [1, 2, 3]
+    p2, p3 = exact_second_and_third_token(model, prompt, params, vocab)
+    samples = sample_many(model, prompt, params, n=4000)
+    for position, exact in ((1, p2), (2, p3)):
+        counts = torch.bincount(samples[:, position], minlength=vocab)
+        assert chi_square_p_value(counts, exact) > 1e-3, f"token {position + 1} is not distributed as plain sampling"
+
+    # The same check must catch a broken rule: accepting every draft samples from the draft heads.
+    def accept_all(p, q, drafts, generator):
+        b, k = drafts.shape
+        return torch.full((b,), k), torch.multinomial(p[:, k], 1, generator=generator)[:, 0]
+
+    monkeypatch.setattr(engine_module, "accept_drafts", accept_all)
+    broken = sample_many(model, prompt, params, n=4000)
+    counts = torch.bincount(broken[:, 1], minlength=vocab)
+    assert chi_square_p_value(counts, p2) < 1e-6
+
+
+def test_logprobs_and_routing_replay_reproduce_training_forward():
+    model = random_model(seed=2)
+    out = RolloutEngine(model).generate([[256, 1, 2, 3, 4], [256, 7]], SamplingParams(max_new_tokens=12, seed=0),
+                                        draft="mtp")
+    for c in out.completions:
+        seq = torch.tensor([c.sequence])
+        assert c.routing.shape == (len(c.sequence), model.n_moe_layers, 2)
+        assert (c.routing[:-1] >= 0).all()  # every token but the last was fed through the model
+        last_fed = bool((c.routing[-1] >= 0).all())  # the last is fed only if a stop cut an accepted run
+        replayed = model(seq, routing=c.routing[None])
+        fresh = model(seq)
+        assert torch.equal(replayed.routing[0, :-1], c.routing[:-1])
+        assert torch.equal(fresh.routing[0, :-1], c.routing[:-1])
+        assert (not last_fed) or torch.equal(fresh.routing[0, -1], c.routing[-1])
+        lp = token_logprobs(model, seq, routing=c.routing[None])[0, len(c.prompt) - 1:]
+        assert torch.allclose(lp, torch.tensor(c.logprobs), atol=1e-4)
+
+
+def test_stop_sequences_and_stop_tokens_end_the_completion():
+    model = pretrained()
+    engine = RolloutEngine(model)
+    prompt = [256] + list(b"def f(x):\n    return x\n\n\ndef g(y):\n")
+    free = engine.generate([prompt], SamplingParams(max_new_tokens=60, temperature=0)).tokens[0]
+    stop = bytes(free[5:8])
+    out = engine.generate([prompt], SamplingParams(max_new_tokens=60, temperature=0, stop=[stop]), draft="mtp")
+    c = out.completions[0]
+    first = next(i for i in range(len(free)) if bytes(free[i:i + 3]) == stop)
+    assert c.tokens == free[:first + 3] and c.finish_reason == "stop" and len(c.logprobs) == len(c.tokens)
+    out = engine.generate([prompt], SamplingParams(max_new_tokens=60, temperature=0, stop_token_ids=[free[3]]))
+    assert out.tokens[0] == free[:4] and out.completions[0].finish_reason == "stop"
+    out = engine.generate([prompt], SamplingParams(max_new_tokens=7, temperature=0), draft="mtp")
+    assert out.tokens[0] == free[:7] and out.completions[0].finish_reason == "length"
+
+
+def test_batched_generation_equals_one_by_one():
+    model = random_model(seed=4)
+    engine = RolloutEngine(model)
+    prompts = [[256, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], [256, 40], [256, 50, 51, 52]]
+    params = SamplingParams(max_new_tokens=20, temperature=0)
+    batch = engine.generate(prompts, params, draft="mtp").tokens
+    assert batch == [engine.generate([p], params, draft="mtp").tokens[0] for p in prompts]
+
+
+def test_sliding_window_cache_does_not_grow_with_context():
+    model = random_model(seed=6)
+    sizes = {}
+    for length in (40, 300):
+        cache = model.new_cache(1, slack=1)
+        model(torch.randint(0, 256, (1, length)), cache=cache)
+        sizes[length] = [(layer.sliding, c.nbytes()) for layer, c in zip(model.model.layers, cache.layers)]
+    for (sliding, short), (_, long) in zip(sizes[40], sizes[300]):
+        assert (long == short) if sliding else (long > short)
+
+
+def test_bad_requests_get_clear_errors():
+    engine = RolloutEngine(random_model())
+    with pytest.raises(EnvfarmError, match="MTP heads"):
+        engine.generate([[1]], SamplingParams(), draft="mtp", num_draft=4)
+    with pytest.raises(EnvfarmError, match="empty prompt"):
+        engine.generate([[]], SamplingParams())
+    with pytest.raises(EnvfarmError, match="outside"):
+        engine.generate([[100000]], SamplingParams())
+    with pytest.raises(EnvfarmError, match="draft mode"):
+        engine.generate([[1]], SamplingParams(), draft="eagle")
+    with pytest.raises(EnvfarmError, match="top_p"):
+        SamplingParams(top_p=0)
