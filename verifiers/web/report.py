@@ -1,0 +1,100 @@
+"""The evidence bundle: video, keyframes, report.json, and a self-contained report.html (frames as
+data URIs) that a person can open to see what the verifier saw next to what it concluded."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from verifiers.web.checks import Scores
+from verifiers.web.runner import SessionRecord
+from verifiers.web.script import InteractionScript
+from verifiers.web.visual import Frames, save_png
+
+MAX_PERIODIC = 40
+
+
+def _thumb_uri(frame: np.ndarray, width: int = 320) -> str:
+    image = Image.fromarray(frame)
+    image.thumbnail((width, width))
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def write_evidence(out_dir: Path, record: SessionRecord, script: InteractionScript, frames: Frames | None, scores: Scores, details: dict[str, Any]) -> dict[str, Any]:
+    keyframes: list[str] = []
+    tiles: list[tuple[str, np.ndarray, list]] = []
+    if frames is not None and len(frames):
+        kf = out_dir / "keyframes"
+        for rec in record.steps:
+            frame = frames.at(rec.ended_s + 0.15)
+            keyframes.append(str(save_png(frame, kf / f"step-{rec.index:02d}.png")))
+            tiles.append((f"step {rec.index}: {rec.label} ({'ok' if rec.ok else 'FAILED'}) at {rec.ended_s:.2f}s", frame, [c for c in record.checks if c.step == rec.index]))
+        period = 1.0 / script.frame_rate
+        times = np.arange(0.0, float(frames.times[-1]) + 1e-9, period)[:MAX_PERIODIC]
+        for t in times:
+            keyframes.append(str(save_png(frames.at(float(t)), kf / f"t-{t:06.2f}.png")))
+        periodic = [(f"t = {t:.2f}s", frames.at(float(t))) for t in times]
+    else:
+        periodic = []
+    report = {
+        "passed": all(c.passed for c in record.checks),
+        "scores": {"executability": scores.executability, "functional": scores.functional, "visual": scores.visual, "value": scores.value},
+        "session": record.to_dict(),
+        "details": details,
+        "keyframes": keyframes,
+    }
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    (out_dir / "report.html").write_text(render_html(report, tiles, periodic))
+    out = {"report_json": str(out_dir / "report.json"), "report_html": str(out_dir / "report.html"), "keyframes": keyframes}
+    if record.video:
+        out["video"] = record.video
+    return out
+
+
+def _check_rows(checks: list) -> str:
+    rows = []
+    for c in checks:
+        mark = "pass" if c.passed else "FAIL"
+        rows.append(f'<tr class="{mark.lower()}"><td>{mark}</td><td>{html.escape(c.check)}</td><td>{html.escape(c.detail)}</td><td>{c.source}</td><td>{c.axis}</td></tr>')
+    return "\n".join(rows)
+
+
+def render_html(report: dict[str, Any], tiles: list, periodic: list) -> str:
+    s = report["scores"]
+    session = report["session"]
+    verdict = "PASSED" if report["passed"] else "FAILED"
+    all_checks = [type("C", (), c) for c in session["checks"]]
+    step_blocks = []
+    for label, frame, checks in tiles:
+        step_blocks.append(
+            f'<div class="step"><img src="{_thumb_uri(frame, 480)}" alt="{html.escape(label)}"><div><h3>{html.escape(label)}</h3>'
+            f"<table>{_check_rows(checks)}</table></div></div>"
+        )
+    strip = "".join(f'<figure><img src="{_thumb_uri(f, 200)}"><figcaption>{html.escape(l)}</figcaption></figure>' for l, f in periodic)
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>envfarm web verification: {verdict}</title>
+<style>
+body {{ font-family: sans-serif; margin: 20px; color: #222; }}
+.verdict {{ font-size: 28px; font-weight: bold; color: {'#161' if report['passed'] else '#b11'}; }}
+table {{ border-collapse: collapse; margin: 6px 0; }} td {{ border: 1px solid #ccc; padding: 3px 8px; font-size: 13px; vertical-align: top; }}
+tr.fail td {{ background: #fdd; }} tr.pass td {{ background: #efe; }}
+.step {{ display: flex; gap: 16px; margin: 12px 0; align-items: flex-start; }} .step img {{ border: 1px solid #999; }}
+.strip {{ display: flex; flex-wrap: wrap; gap: 6px; }} figure {{ margin: 0; font-size: 11px; }} figure img {{ border: 1px solid #bbb; }}
+</style></head><body>
+<div class="verdict">{verdict}</div>
+<p>origin {html.escape(session['origin'])} &middot; {session['duration_s']:.2f}s &middot; executability {s['executability']:.2f} &middot; functional {s['functional']:.2f} &middot; visual {s['visual']:.2f} &middot; reward {1.0 if report['passed'] else s['value']:.2f}</p>
+<p>console errors: {html.escape('; '.join(session['console_errors'] + session['page_errors'])[:500] or 'none')} &middot; blocked requests: {len(session['blocked_requests'])} &middot; failed requests: {len(session['failed_requests'])}</p>
+<h2>All checks</h2><table><tr><td></td><td>check</td><td>detail</td><td>from</td><td>axis</td></tr>{_check_rows(all_checks)}</table>
+<h2>Steps</h2>{''.join(step_blocks) or '<p>no frames recorded</p>'}
+<h2>Frames at a fixed rate</h2><div class="strip">{strip}</div>
+</body></html>
+"""

@@ -1,0 +1,225 @@
+"""Drive one page through an interaction script in its own browser context, recording video.
+
+Everything the page does that matters is written down as it happens (console errors, uncaught
+exceptions, failed and blocked requests, step timings, the boxes of the regions visual checks will
+look at); the visual checks themselves run afterwards on the video (see checks.py). Every request
+not to the app's origin is aborted. The context is always closed; if closing hangs (a renderer stuck
+in an infinite loop), the caller's host kills the browser.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin
+
+from playwright.async_api import BrowserContext, Page, Route
+from playwright.async_api import Error as PlaywrightError
+
+from verifiers.web.browser import BrowserHost
+from verifiers.web.script import Expectation, InteractionScript, Step
+
+PAGE_REGION = "page"
+
+
+@dataclass
+class CheckResult:
+    check: str
+    passed: bool
+    detail: str
+    step: int | None = None
+    source: str = "dom"  # dom | video | session
+    axis: str = "functional"  # executability | functional | visual
+
+
+@dataclass
+class StepRecord:
+    index: int
+    label: str
+    started_s: float
+    ended_s: float = 0.0
+    ok: bool = True
+    error: str = ""
+    boxes: dict[str, list[int] | None] = field(default_factory=dict)  # region -> x, y, w, h at step end
+    window_end_s: float = 0.0
+
+
+@dataclass
+class SessionRecord:
+    origin: str
+    steps: list[StepRecord] = field(default_factory=list)
+    checks: list[CheckResult] = field(default_factory=list)
+    console_errors: list[str] = field(default_factory=list)
+    page_errors: list[str] = field(default_factory=list)
+    failed_requests: list[str] = field(default_factory=list)
+    blocked_requests: list[str] = field(default_factory=list)
+    overflow: dict[str, int] = field(default_factory=dict)
+    video: str = ""
+    sync_s: float = 0.0  # our clock when the sync flash was painted
+    video_offset_s: float | None = None  # video time minus our time, from the sync flash
+    duration_s: float = 0.0
+    timed_out: bool = False
+    browser_killed: bool = False
+    error: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+async def _box(page: Page, region: str, timeout_ms: int) -> list[int] | None:
+    if region == PAGE_REGION:
+        size = page.viewport_size or {"width": 0, "height": 0}
+        return [0, 0, size["width"], size["height"]]
+    try:
+        box = await page.locator(region).first.bounding_box(timeout=timeout_ms)
+    except PlaywrightError:
+        return None
+    return None if box is None else [round(box["x"]), round(box["y"]), round(box["width"]), round(box["height"])]
+
+
+async def _act(page: Page, step: Step, origin: str, timeout_ms: int) -> None:
+    action = step.action
+    if action == "goto":
+        await page.goto(urljoin(origin + "/", step.goto.lstrip("/")), timeout=timeout_ms, wait_until="load")
+    elif action == "click":
+        await page.locator(step.click).first.click(timeout=timeout_ms)
+    elif action == "hover":
+        await page.locator(step.hover).first.hover(timeout=timeout_ms)
+    elif action == "type":
+        await page.locator(step.type["selector"]).first.fill(step.type["text"], timeout=timeout_ms)
+    elif action == "press":
+        if isinstance(step.press, str):
+            await page.keyboard.press(step.press)
+        else:
+            await page.locator(step.press["selector"]).first.press(step.press["key"], timeout=timeout_ms)
+    elif action == "scroll":
+        spec = step.scroll or {}
+        if "selector" in spec:
+            await page.locator(spec["selector"]).first.scroll_into_view_if_needed(timeout=timeout_ms)
+        else:
+            await page.mouse.wheel(float(spec.get("dx", 0)), float(spec.get("dy", 0)))
+    elif action == "wait":
+        await page.wait_for_timeout(step.wait)
+
+
+async def _dom_check(page: Page, exp: Expectation, record: SessionRecord, index: int, timeout_ms: int) -> CheckResult:
+    kind = exp.kind
+    try:
+        if kind == "visible":
+            ok = await page.locator(exp.visible).first.is_visible()
+            return CheckResult(f"visible {exp.visible}", ok, "visible" if ok else "not visible", index)
+        if kind == "in_viewport":
+            box = await _box(page, exp.in_viewport, timeout_ms)
+            size = page.viewport_size or {"width": 0, "height": 0}
+            ok = box is not None and box[0] >= 0 and box[1] >= 0 and box[0] + box[2] <= size["width"] and box[1] + box[3] <= size["height"]
+            return CheckResult(f"in viewport {exp.in_viewport}", ok, f"box {box} in {size['width']}x{size['height']}", index, axis="visual")
+        if kind == "text":
+            spec = exp.text
+            actual = (await page.locator(spec.selector).first.inner_text(timeout=timeout_ms)).strip()
+            ok = (spec.equals is None or actual == spec.equals) and (spec.contains is None or spec.contains in actual)
+            want = f"== {spec.equals!r}" if spec.equals is not None else f"contains {spec.contains!r}"
+            return CheckResult(f"text {spec.selector} {want}", ok, f"text is {actual[:120]!r}", index)
+        if kind == "count":
+            spec = exp.count
+            n = await page.locator(spec.selector).count()
+            ok = (spec.equals is None or n == spec.equals) and (spec.at_least is None or n >= spec.at_least)
+            return CheckResult(f"count {spec.selector}", ok, f"{n} element(s)", index)
+        if kind == "no_console_errors":
+            errors = record.console_errors + record.page_errors
+            return CheckResult("no console errors", not errors, "; ".join(errors[:3]) or "none", index, axis="executability")
+        if kind == "no_failed_requests":
+            return CheckResult("no failed requests", not record.failed_requests, "; ".join(record.failed_requests[:3]) or "none", index, axis="executability")
+    except PlaywrightError as exc:
+        return CheckResult(kind, False, f"could not check: {str(exc).splitlines()[0]}", index)
+    raise AssertionError(f"unhandled expectation {kind}")
+
+
+async def _run_steps(page: Page, script: InteractionScript, record: SessionRecord, t0: float) -> None:
+    timeout_ms = script.step_timeout_ms
+    for index, step in enumerate(script.steps):
+        rec = StepRecord(index=index, label=step.label, started_s=time.monotonic() - t0)
+        record.steps.append(rec)
+        try:
+            await asyncio.wait_for(_act(page, step, record.origin, timeout_ms), timeout=timeout_ms / 1000 + 1)
+            await page.wait_for_timeout(step.settle_ms)
+        except (PlaywrightError, asyncio.TimeoutError) as exc:
+            rec.ok, rec.error = False, (str(exc).splitlines() or [type(exc).__name__])[0][:300]
+            rec.ended_s = rec.window_end_s = time.monotonic() - t0
+            record.checks.append(CheckResult(f"step {index}: {step.label}", False, rec.error, index, "session", "executability"))
+            return  # the page is not in the state later steps assume
+        rec.ended_s = time.monotonic() - t0
+        regions = {e.changes or e.animates or e.still for e in step.expect if e.visual}
+        for region in sorted(regions):
+            rec.boxes[region] = await _box(page, region, timeout_ms)
+        for exp in step.expect:
+            if not exp.visual:  # the step has settled: a missing element will not appear by waiting
+                record.checks.append(await _dom_check(page, exp, record, index, min(timeout_ms, 1000)))
+        if any(e.animates or e.still for e in step.expect):
+            await page.wait_for_timeout(step.window_ms)
+        rec.window_end_s = time.monotonic() - t0
+
+
+async def _overflow(page: Page) -> dict[str, int]:
+    return await page.evaluate(
+        "() => ({scrollWidth: document.documentElement.scrollWidth, innerWidth: window.innerWidth,"
+        " scrollHeight: document.documentElement.scrollHeight, innerHeight: window.innerHeight})"
+    )
+
+
+async def run_session(host: BrowserHost, origin: str, script: InteractionScript, out_dir: Path) -> SessionRecord:
+    """Run `script` against the app at `origin`; the video lands in out_dir/session.webm."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    record = SessionRecord(origin=origin)
+    video_dir = out_dir / ".video"
+    context: BrowserContext = await host.browser.new_context(
+        viewport=script.viewport, record_video_dir=str(video_dir), record_video_size=script.viewport, service_workers="block"
+    )
+    context.set_default_timeout(script.step_timeout_ms)
+
+    async def gate(route: Route) -> None:
+        url = route.request.url
+        if url == origin or url.startswith(origin + "/"):
+            await route.continue_()
+        else:
+            record.blocked_requests.append(url[:200])
+            await route.abort("blockedbyclient")
+
+    await context.route("**/*", gate)
+    page = await context.new_page()
+    t0 = time.monotonic()
+    # A black flash on about:blank before the first step lets the analysis align the video's clock
+    # with ours: the screencast's timeline can start late and lead our clock by a few hundred ms.
+    await page.evaluate("document.documentElement.style.background = '#000'")
+    record.sync_s = time.monotonic() - t0
+    await page.wait_for_timeout(250)
+    page.on("console", lambda msg: record.console_errors.append(msg.text[:300]) if msg.type == "error" else None)
+    page.on("pageerror", lambda exc: record.page_errors.append(str(exc)[:300]))
+    page.on("requestfailed", lambda req: None if req.url.split("?")[0] in {b.split("?")[0] for b in record.blocked_requests} else record.failed_requests.append(f"{req.url[:200]} ({req.failure})"))
+    page.on("response", lambda resp: record.failed_requests.append(f"{resp.url[:200]} (HTTP {resp.status})") if resp.status >= 400 else None)
+    try:
+        await asyncio.wait_for(_run_steps(page, script, record, t0), timeout=script.session_timeout_s)
+        if script.check_overflow and all(s.ok for s in record.steps):
+            record.overflow = await asyncio.wait_for(_overflow(page), timeout=script.step_timeout_ms / 1000)
+    except asyncio.TimeoutError:
+        record.timed_out = True
+        record.checks.append(CheckResult("session time limit", False, f"session ran past {script.session_timeout_s:.0f}s", None, "session", "executability"))
+    except PlaywrightError as exc:
+        record.error = str(exc).splitlines()[0][:300]
+    finally:
+        record.duration_s = time.monotonic() - t0
+        try:
+            await asyncio.wait_for(context.close(), timeout=15)
+        except (asyncio.TimeoutError, PlaywrightError):
+            record.browser_killed = True
+            host.kill()
+    videos = sorted(video_dir.glob("*.webm"))
+    if videos:
+        target = out_dir / "session.webm"
+        shutil.move(str(videos[-1]), target)
+        record.video = str(target)
+    shutil.rmtree(video_dir, ignore_errors=True)
+    return record

@@ -1,0 +1,113 @@
+"""Web verification end to end: serve, drive, record, read the video, score, write the evidence.
+
+`verify_web_async` shares one `BrowserHost` across concurrent verifications (one context each);
+`WebVerifier.verify` is the synchronous entry point used by the RL loop for `kind == "web"` tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+from envfarm.errors import EnvfarmError
+from envfarm.sandbox.protocol import Sandbox
+from envfarm.task import TaskSpec
+from verifiers.reward import Reward
+from verifiers.web.browser import BrowserHost, BrowserLimits
+from verifiers.web.checks import score, session_checks, visual_checks
+from verifiers.web.judge import JudgeClient
+from verifiers.web.report import write_evidence
+from verifiers.web.runner import run_session
+from verifiers.web.script import InteractionScript, load_script
+from verifiers.web.serve import copy_from_sandbox, serve_command, serve_folder
+from verifiers.web.visual import Frames, align_to_flash, decode
+
+ANALYSIS_FPS = 10.0
+
+
+@contextlib.contextmanager
+def serve_app(app: dict[str, Any] | Path | str) -> Iterator[str]:
+    """`app` is a folder (static) or {"root": folder, "command": "...", "port": n, "ready_path": "/"}."""
+    if isinstance(app, (str, Path)):
+        app = {"root": str(app)}
+    root = Path(app["root"])
+    if not root.is_dir():
+        raise EnvfarmError(f"app folder {root} does not exist", "build the app first, or pass the folder holding index.html")
+    if app.get("command"):
+        with serve_command(app["command"], root, app.get("port"), app.get("ready_path", "/"), float(app.get("ready_timeout", 30))) as origin:
+            yield origin
+    else:
+        with serve_folder(root) as origin:
+            yield origin
+
+
+async def verify_web_async(
+    host: BrowserHost, app: dict[str, Any] | Path | str, script: InteractionScript, out_dir: Path, judge: JudgeClient | None = None
+) -> Reward:
+    start = time.monotonic()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with serve_app(app) as origin:
+        record = await run_session(host, origin, script, out_dir)
+    frames: Frames | None = None
+    if record.video:
+        frames = await asyncio.to_thread(decode, Path(record.video), ANALYSIS_FPS, (script.viewport["width"], script.viewport["height"]))
+        record.video_offset_s = align_to_flash(frames, record.sync_s)
+    checks = list(record.checks)
+    if frames is not None and len(frames):
+        checks += visual_checks(record, script, frames)
+    checks += session_checks(record, script, frames)
+    record.checks = checks
+    scores = score(checks)
+    passed = all(c.passed for c in checks)
+    details: dict[str, Any] = {
+        "scores": {"executability": scores.executability, "functional": scores.functional, "visual": scores.visual},
+        "failed_checks": [f"{c.check}: {c.detail}" for c in checks if not c.passed],
+        "checks": len(checks),
+        "blocked_requests": record.blocked_requests[:20],
+        "timed_out": record.timed_out,
+        "browser_killed": record.browser_killed,
+    }
+    value = 1.0 if passed else min(scores.value, 0.99)
+    evidence = await asyncio.to_thread(write_evidence, out_dir, record, script, frames, scores, details)
+    if judge is not None:
+        verdict = await asyncio.to_thread(judge.judge, [Path(p) for p in evidence["keyframes"]], script.rubric, details["failed_checks"])
+        details["judge"] = verdict.to_dict()
+    details["seconds"] = round(time.monotonic() - start, 3)
+    evidence_paths = {k: v for k, v in evidence.items() if isinstance(v, str)}
+    return Reward(value, passed, details, evidence_paths)
+
+
+class WebVerifier:
+    """Synchronous façade: one browser per call unless a running `host` is shared by the caller."""
+
+    def __init__(self, limits: BrowserLimits | None = None, judge: JudgeClient | None = None, evidence_root: Path | None = None) -> None:
+        self.limits = limits or BrowserLimits()
+        self.judge = judge
+        self.evidence_root = evidence_root
+
+    def verify_app(self, app: dict[str, Any] | Path | str, script: InteractionScript | dict | str | Path, out_dir: Path | None = None) -> Reward:
+        script = script if isinstance(script, InteractionScript) else load_script(script)
+        out_dir = out_dir or Path(tempfile.mkdtemp(prefix="envfarm-web-", dir=self.evidence_root))
+
+        async def main() -> Reward:
+            async with BrowserHost(self.limits) as host:
+                return await verify_web_async(host, app, script, out_dir, self.judge)
+
+        return asyncio.run(main())
+
+    def verify(self, task: TaskSpec, sandbox: Sandbox | None = None, app_dir: Path | None = None) -> Reward:
+        """Task form: `task.extra["web"] = {"script": {...}, "root": "/testbed/dist", "command": ...}`."""
+        web = task.extra.get("web")
+        if not isinstance(web, dict) or "script" not in web:
+            raise EnvfarmError(f"task {task.instance_id} has no extra.web.script", "add the interaction script to the task's extra.web")
+        app: dict[str, Any] = {k: v for k, v in web.items() if k != "script"}
+        with tempfile.TemporaryDirectory(prefix="envfarm-app-") as tmp:
+            if app_dir is not None:
+                app["root"] = str(app_dir)
+            elif sandbox is not None:
+                app["root"] = str(copy_from_sandbox(sandbox, web.get("root", task.workdir), Path(tmp) / "app"))
+            return self.verify_app(app, web["script"])
