@@ -176,3 +176,14 @@ def test_bad_requests_get_clear_errors():
         engine.generate([[1]], SamplingParams(), draft="eagle")
     with pytest.raises(EnvfarmError, match="top_p"):
         SamplingParams(top_p=0)
+
+
+def test_policy_facade_generates_and_replays():
+    from trainer.rollout import Policy
+    policy = Policy(random_model(seed=8))
+    tokens, logprobs, routing = policy.generate(["def f():", [256, 65, 66]], SamplingParams(max_new_tokens=6, seed=3))
+    assert len(tokens) == 2 and all(len(t) == len(lp) for t, lp in zip(tokens, logprobs))
+    seq = torch.tensor([policy.encode(["def f():"])[0] + tokens[0]])
+    lp = policy.token_logprobs(seq, routing=routing[0][None])[0, -len(tokens[0]):]
+    assert torch.allclose(lp, torch.tensor(logprobs[0]), atol=1e-4)
+    assert policy.forward(seq, routing=routing[0][None]).shape == (1, seq.shape[1], 264)

@@ -27,6 +27,10 @@ class RolloutBatch:
     completions: list[Completion]
     stats: dict = field(default_factory=dict)
 
+    def __iter__(self):
+        """`tokens, logprobs, routing = batch` (the Policy.generate shape in DESIGN.md)."""
+        return iter((self.tokens, self.logprobs, self.routing))
+
     @property
     def tokens(self) -> list[list[int]]:
         return [c.tokens for c in self.completions]

@@ -1,0 +1,58 @@
+"""The `Policy` facade of DESIGN.md: what the RL loop sees, whichever backend generates.
+
+    policy = Policy.from_checkpoint()                       # trainer/checkpoints/tiny
+    tokens, logprobs, routing = policy.generate(prompts, SamplingParams(...), draft="mtp")
+    logits = policy.forward(tokens, routing=routing)        # routing replay (R3)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from trainer.model import PolicyModel, load_checkpoint, token_logprobs
+from trainer.rollout.engine import RolloutEngine
+from trainer.rollout.remote import RemoteRolloutEngine
+from trainer.rollout.result import RolloutBatch
+from trainer.rollout.sampling import SamplingParams
+from trainer.tokenizer import ByteTokenizer
+
+TINY_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "tiny"
+
+
+class Policy:
+    def __init__(self, model: PolicyModel, backend: RolloutEngine | RemoteRolloutEngine | None = None,
+                 tokenizer: ByteTokenizer | None = None) -> None:
+        self.model = model
+        self.backend = backend or RolloutEngine(model)
+        self.tokenizer = tokenizer or ByteTokenizer()
+
+    @classmethod
+    def from_checkpoint(cls, folder: str | Path = TINY_CHECKPOINT, remote_url: str | None = None,
+                        remote_model: str = "envfarm-tiny") -> "Policy":
+        model = load_checkpoint(folder)
+        backend = RemoteRolloutEngine(remote_url, remote_model) if remote_url else None
+        return cls(model, backend)
+
+    def encode(self, prompts: list[str] | list[list[int]]) -> list[list[int]]:
+        return [self.tokenizer.encode(p) if isinstance(p, (str, bytes)) else list(p) for p in prompts]
+
+    def generate(self, prompts: list[str] | list[list[int]], sampling: SamplingParams,
+                 draft: str | None = "mtp", num_draft: int | None = None) -> RolloutBatch:
+        """Unpacks as (tokens, logprobs, routing); EOS always ends a completion."""
+        eos = self.model.config.eos_token_id
+        if eos not in sampling.stop_token_ids:
+            sampling = dataclasses.replace(sampling, stop_token_ids=[*sampling.stop_token_ids, eos])
+        if draft == "mtp" and self.model.num_mtp == 0:
+            draft = None
+        return self.backend.generate(self.encode(prompts), sampling, draft=draft, num_draft=num_draft)
+
+    def forward(self, tokens: torch.Tensor, routing: torch.Tensor | None = None,
+                positions: torch.Tensor | None = None) -> torch.Tensor:
+        return self.model(tokens, routing=routing, positions=positions).logits
+
+    def token_logprobs(self, tokens: torch.Tensor, routing: torch.Tensor | None = None,
+                       positions: torch.Tensor | None = None) -> torch.Tensor:
+        return token_logprobs(self.model, tokens, routing=routing, positions=positions)
