@@ -156,9 +156,11 @@ _mount_optional("verify", "verifiers.cli", "Run verifiers on tasks and web apps.
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        # Without standalone mode click returns a command's exit code instead of exiting with it.
+        code = app(standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
     except EnvfarmError as exc:
-        err.print(f"envfarm: error: {exc.line()}", markup=False, highlight=False)
+        sys.stderr.write(f"envfarm: error: {exc.line()}\n")  # one unwrapped line, for people and for grep
         sys.exit(2)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

@@ -24,7 +24,7 @@ from envfarm.errors import EnvfarmError
 from envfarm.images.build import build_lock, image_exists
 
 BASE_PACKAGES = ("python3", "python3-venv", "python3-pip", "git", "ca-certificates", "procps", "patch")
-RECIPE_VERSION = 1  # bump when the steps below change
+RECIPE_VERSION = 2  # bump when the steps below change
 AGENT_UID = 1000
 
 
@@ -86,7 +86,10 @@ def build_base(
                 'CMD ["/bin/bash"]',
                 "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                 "ENV LANG=C.UTF-8",
-                f"LABEL envfarm.io/kind=base envfarm.io/recipe-hash={base_recipe_hash(suite)} envfarm.io/user={AGENT_UID}",
+                # One LABEL per change: Podman reads "LABEL a=1 b=2" as a single label.
+                "LABEL envfarm.io/kind=base",
+                f"LABEL envfarm.io/recipe-hash={base_recipe_hash(suite)}",
+                f"LABEL envfarm.io/user={AGENT_UID}",
             ]
             response = client.api.import_image_from_file(str(tarball), repository=repo, tag=tag, changes=changes)
             _tag_imported(client, response, hashed)

@@ -32,7 +32,13 @@ def redact(url: str) -> str:
 def _sqlite_engine(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot connect to the store at {url}: cannot create {Path(parsed.database).parent} ({exc.strerror})",
+                "point ENVFARM_DB_URL at a writable path, or unset it for the default .envfarm/envfarm.db",
+            ) from None
     engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
 
     @event.listens_for(engine, "connect")

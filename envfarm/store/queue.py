@@ -27,10 +27,13 @@ def enqueue(store: Store, queue: str, items: Iterable[tuple[str, dict[str, Any]]
     added = 0
     with store.session() as session:
         for start in range(0, len(rows), 500):
-            stmt = insert(QueueItemRow).values(rows[start : start + 500]).on_conflict_do_nothing(
-                index_elements=["queue", "key"]
+            stmt = (
+                insert(QueueItemRow)
+                .values(rows[start : start + 500])
+                .on_conflict_do_nothing(index_elements=["queue", "key"])
+                .returning(QueueItemRow.id)
             )
-            added += session.execute(stmt).rowcount or 0
+            added += len(session.execute(stmt).all())
     return added
 
 
