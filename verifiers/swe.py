@@ -35,6 +35,7 @@ RUNNER_CONFIG_NAMES = frozenset(
     {"conftest.py", "pytest.ini", ".pytest.ini", "tox.ini", "setup.cfg", "pyproject.toml", "sitecustomize.py", "usercustomize.py", "runtests.py", "manage.py"}
 )
 REPORT_PLACEHOLDER = "{report}"
+LOG_TAIL_CHARS = 2000  # kept in the reward's details so a zero can be explained without re-running
 
 
 def patched_paths(diff: str) -> list[str]:
@@ -174,6 +175,7 @@ def grade_run(
     validation, a Kubernetes Job's collected logs).
     """
     details = dict(details or {})
+    details["log_tail"] = run.output[-LOG_TAIL_CHARS:]
     console = parse_log(task.log_parser, run.output)
     parsed = console
     disagreement = ""
