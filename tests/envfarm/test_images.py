@@ -100,3 +100,22 @@ def test_prune_keeps_referenced_images_and_removes_the_rest(engine_client, base_
                 engine_client.images.remove(tag, force=True)
             except Exception:
                 pass
+
+
+@pytest.mark.engine
+@pytest.mark.slow
+def test_network_builds_reach_the_package_registry_through_the_proxy(engine_client, base_image) -> None:  # type: ignore[no-untyped-def]
+    """pip inside a build works behind the TLS-intercepting proxy: the host CA bundle and proxies are passed in."""
+    recipe = ImageRecipe(
+        kind="env",
+        name="pytest-pip",
+        parent=base_image,
+        network=True,
+        steps=("python3 -m venv /opt/venv && /opt/venv/bin/pip install --no-deps --quiet six==1.16.0",),
+    )
+    result = ensure_image(recipe, engine_client)
+    try:
+        out = engine_client.containers.run(result.tag, ["/opt/venv/bin/python", "-c", "import six; print(six.__version__)"], remove=True, network_mode="none")
+        assert out.strip() == b"1.16.0"
+    finally:
+        engine_client.images.remove(result.tag, force=True)
