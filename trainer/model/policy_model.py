@@ -124,12 +124,17 @@ class PolicyModel(nn.Module):
         routing_out = torch.stack(chosen, dim=2) if chosen else None
         return ModelOutput(logits=logits, hidden=x, routing=routing_out, aux_loss=aux)
 
+    def mtp_rope(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """RoPE tables of the MTP blocks (all SWA); compute once when several heads share positions."""
+        return rope_tables(positions, self.config.rope_dim, self.config.swa_rope_theta, dtype)
+
     def mtp_step(self, head: int, hidden_prev: torch.Tensor, next_tokens: torch.Tensor, positions: torch.Tensor,
-                 cache: ModelKVCache | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                 cache: ModelKVCache | None = None, rope: tuple[torch.Tensor, torch.Tensor] | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """One MTP depth: (h^{k-1}_i, x_{i+k}) at positions i -> (h^k_i, logits for x_{i+k+1})."""
         block = self.model.mtp_layers[head]
         emb = self.model.embed_tokens(next_tokens)
-        rope = rope_tables(positions, self.config.rope_dim, self.config.swa_rope_theta, emb.dtype)
+        rope = rope if rope is not None else self.mtp_rope(positions, emb.dtype)
         h = block(hidden_prev, emb, positions, rope, None if cache is None else cache.mtp[head])
         return h, self.lm_head(block.final_layernorm(h))
 

@@ -102,10 +102,11 @@ class RolloutEngine:
                     prefill_hidden = None
                 else:
                     prev = hidden_ring[rows[:, None], hpos.clamp(min=0) % ring]
+                rope = model.mtp_rope(hpos, prev.dtype)
                 for head in range(k):
                     cache.crop_mtp(head, head_start)
                     toks = seq.gather(1, (hpos + head + 1).clamp(min=0, max=capacity - 1))
-                    prev, logits = model.mtp_step(head, prev, toks, hpos, cache)
+                    prev, logits = model.mtp_step(head, prev, toks, hpos, cache, rope)
                     q_head = warp(logits[rows, (span - 1).clamp(min=0)], sampling)
                     d = sample(q_head, gen)
                     q[:, head], drafts[:, head] = q_head, d
@@ -120,18 +121,20 @@ class RolloutEngine:
             draft_logps = gather_logprobs(out.logits[:, :k], drafts)  # [B,K]
             next_logps = gather_logprobs(out.logits[rows, accepted], nxt)  # [B]
             steps += 1
+            if k:  # keep the main hidden states of the committed tokens for the MTP heads
+                take = (torch.arange(k + 1)[None] <= accepted[:, None]) & active[:, None]
+                hidden_ring[rows[:, None].expand_as(take)[take], vpos[take] % ring] = out.hidden[take]
+            acc_l, nxt_l, drafts_l = accepted.tolist(), nxt.tolist(), drafts.tolist()
+            draft_lp_l, next_lp_l = draft_logps.tolist(), next_logps.tolist()
             for i in torch.nonzero(active).flatten().tolist():
-                a = int(accepted[i])
+                a = acc_l[i]
                 accept_lengths.append(a + 1)
                 accepted_total += a
                 if out.routing is not None:
                     routing_chunks[i].append(out.routing[i, :a + 1])
-                if k:
-                    new_pos = torch.arange(int(n[i]), int(n[i]) + a + 1)
-                    hidden_ring[i, new_pos % ring] = out.hidden[i, :a + 1]
-                new_tokens = drafts[i, :a].tolist() + [int(nxt[i])]
+                new_tokens = drafts_l[i][:a] + [nxt_l[i]]
                 gen_tokens[i].extend(new_tokens)
-                gen_logps[i].extend(draft_logps[i, :a].tolist() + [float(next_logps[i])])
+                gen_logps[i].extend(draft_lp_l[i][:a] + [next_lp_l[i]])
                 done[i], finish[i] = self._stopped(gen_tokens[i], gen_logps[i], sampling, len(new_tokens))
             n = torch.where(active, n + accepted + 1, n)
             cache.crop(n)
