@@ -175,10 +175,8 @@ async def run_session(host: BrowserHost, origin: str, script: InteractionScript,
     out_dir.mkdir(parents=True, exist_ok=True)
     record = SessionRecord(origin=origin)
     video_dir = out_dir / ".video"
-    context: BrowserContext = await host.browser.new_context(
-        viewport=script.viewport, record_video_dir=str(video_dir), record_video_size=script.viewport, service_workers="block"
-    )
-    context.set_default_timeout(script.step_timeout_ms)
+    context: BrowserContext | None = None
+    t0 = time.monotonic()
 
     async def gate(route: Route) -> None:
         url = route.request.url
@@ -188,34 +186,45 @@ async def run_session(host: BrowserHost, origin: str, script: InteractionScript,
             record.blocked_requests.append(url[:200])
             await route.abort("blockedbyclient")
 
-    await context.route("**/*", gate)
-    page = await context.new_page()
-    t0 = time.monotonic()
-    # A black flash on about:blank before the first step lets the analysis align the video's clock
-    # with ours: the screencast's timeline can start late and lead our clock by a few hundred ms.
-    await page.evaluate("document.documentElement.style.background = '#000'")
-    record.sync_s = time.monotonic() - t0
-    await page.wait_for_timeout(250)
-    page.on("console", lambda msg: record.console_errors.append(msg.text[:300]) if msg.type == "error" else None)
-    page.on("pageerror", lambda exc: record.page_errors.append(str(exc)[:300]))
-    page.on("requestfailed", lambda req: None if req.url.split("?")[0] in {b.split("?")[0] for b in record.blocked_requests} else record.failed_requests.append(f"{req.url[:200]} ({req.failure})"))
-    page.on("response", lambda resp: record.failed_requests.append(f"{resp.url[:200]} (HTTP {resp.status})") if resp.status >= 400 else None)
+    def request_failed(req: Any) -> None:
+        if req.url[:200] not in record.blocked_requests:
+            record.failed_requests.append(f"{req.url[:200]} ({req.failure})")
+
     try:
+        context = await host.browser.new_context(
+            viewport=script.viewport, record_video_dir=str(video_dir), record_video_size=script.viewport, service_workers="block"
+        )
+        context.set_default_timeout(script.step_timeout_ms)
+        await context.route("**/*", gate)
+        page = await context.new_page()
+        t0 = time.monotonic()
+        # A black flash on about:blank before the first step lets the analysis align the video's clock
+        # with ours: the screencast's timeline can start late and lead our clock by a few hundred ms.
+        await page.evaluate("document.documentElement.style.background = '#000'")
+        record.sync_s = time.monotonic() - t0
+        await page.wait_for_timeout(250)
+        page.on("console", lambda msg: record.console_errors.append(msg.text[:300]) if msg.type == "error" else None)
+        page.on("pageerror", lambda exc: record.page_errors.append(str(exc)[:300]))
+        page.on("requestfailed", request_failed)
+        page.on("response", lambda resp: record.failed_requests.append(f"{resp.url[:200]} (HTTP {resp.status})") if resp.status >= 400 else None)
         await asyncio.wait_for(_run_steps(page, script, record, t0), timeout=script.session_timeout_s)
-        if script.check_overflow and all(s.ok for s in record.steps):
+        if script.check_overflow and record.steps and all(s.ok for s in record.steps):
             record.overflow = await asyncio.wait_for(_overflow(page), timeout=script.step_timeout_ms / 1000)
     except asyncio.TimeoutError:
         record.timed_out = True
         record.checks.append(CheckResult("session time limit", False, f"session ran past {script.session_timeout_s:.0f}s", None, "session", "executability"))
     except PlaywrightError as exc:
-        record.error = str(exc).splitlines()[0][:300]
+        record.error = (str(exc).splitlines() or ["browser error"])[0][:300]
+        if host.killed_for_memory:
+            record.error = f"browser killed by the memory watchdog (over {host.limits.memory_mb} MiB): {record.error}"
     finally:
         record.duration_s = time.monotonic() - t0
-        try:
-            await asyncio.wait_for(context.close(), timeout=15)
-        except (asyncio.TimeoutError, PlaywrightError):
-            record.browser_killed = True
-            host.kill()
+        if context is not None:
+            try:
+                await asyncio.wait_for(context.close(), timeout=15)
+            except (asyncio.TimeoutError, PlaywrightError):
+                record.browser_killed = True
+                host.kill()
     videos = sorted(video_dir.glob("*.webm"))
     if videos:
         target = out_dir / "session.webm"
