@@ -42,7 +42,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-every", type=float, default=90.0, help="seconds between validation passes")
     p.add_argument("--save-every", type=float, default=60.0, help="seconds between resumable saves")
-    return p.parse_args(argv)
+    p.add_argument("--eval-batches", type=int, default=8, help="validation batches of 16 windows each")
+    args = p.parse_args(argv)
+    if args.minutes <= 0 or args.batch < 1 or args.seq_len < 8:
+        p.error("need --minutes > 0, --batch >= 1 and --seq-len >= 8")
+    return args
 
 
 def lr_at(progress: float, base: float, warmup: float = 0.03) -> float:
@@ -85,7 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.05)
     rng = np.random.default_rng(args.seed)
     span = args.seq_len + config.num_nextn_predict_layers + 1
-    val_batches = [torch.from_numpy(corpus.batch("val", 16, span, np.random.default_rng(1000 + i))) for i in range(8)]
+    val_batches = [torch.from_numpy(corpus.batch("val", 16, span, np.random.default_rng(1000 + i))) for i in range(args.eval_batches)]
     unigram = unigram_cross_entropy(corpus.train, corpus.val, config.vocab_size)
     budget = args.minutes * 60.0
     step, elapsed, history = 0, 0.0, []
