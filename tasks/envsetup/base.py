@@ -1,0 +1,72 @@
+"""What every language's environment recipes provide, and the registry that picks one by language."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from envfarm.errors import EnvfarmError
+from envfarm.images.recipe import ImageRecipe
+from tasks.mirror import Mirror
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """One way to install a repository; the first strategy that installs and collects tests wins."""
+
+    name: str
+    python: str
+    install: tuple[str, ...]  # shell commands, run as root in /testbed during the env build
+    test_cmd: str
+    log_parser: str
+    exclude_newer: str | None = None
+    env: tuple[tuple[str, str], ...] = ()
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """Knobs that hold for a whole mining run."""
+
+    base_image: str = "envfarm/base:bookworm"
+    wheelhouse: tuple[tuple[str, bytes], ...] = ()  # (file name, wheel bytes) copied into the env layer
+    offline: bool = False  # no package index: install only from the wheelhouse
+    time_cap: bool = True  # resolve dependencies as of the task's date (uv --exclude-newer)
+    build_timeout: float = 1800.0
+
+
+class LanguageRecipes(Protocol):
+    language: str
+
+    def version(self, mirror: Mirror, commit: str) -> str:
+        """A short name for the dependency state at `commit`: commits with the same one share an env."""
+        ...
+
+    def strategies(self, mirror: Mirror, commit: str, date: str | None, options: BuildOptions) -> list[Strategy]:
+        """Install strategies for the repository at `commit`, most likely to work first."""
+        ...
+
+    def tooling(self, options: BuildOptions) -> ImageRecipe:
+        """The layer under every env of this language (package managers, interpreters)."""
+        ...
+
+    def env_steps(self, strategy: Strategy, collect_paths: list[str], options: BuildOptions) -> list[str]:
+        """RUN steps that install the strategy into /testbed and prove tests can be collected."""
+        ...
+
+
+RECIPES: dict[str, LanguageRecipes] = {}
+
+
+def recipes_for(language: str) -> LanguageRecipes:
+    if not RECIPES:
+        from tasks.envsetup.python import PythonRecipes
+
+        RECIPES["python"] = PythonRecipes()
+    try:
+        return RECIPES[language]
+    except KeyError:
+        raise EnvfarmError(
+            f"no environment recipes for language {language!r}",
+            f"mine one of: {', '.join(sorted(RECIPES))} (other languages plug in as tasks/envsetup/<language>.py)",
+        ) from None

@@ -1,0 +1,136 @@
+"""Split a pull request's diff into `patch` (the fix) and `test_patch` (the tests that check it).
+
+Why our own splitter instead of a diff library: we split on the raw `diff --git` blocks so that every
+block survives byte-for-byte (mode changes, new/deleted files, binary markers), and we classify each block
+by path with per-language rules. The diff is produced with `--no-renames`, so a rename is a delete plus
+an add and both halves apply with `git apply` and `patch` alike.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+FileClass = Literal["test", "code", "docs"]
+
+_HEADER = re.compile(r"^diff --git a/(?P<a>.+?) b/(?P<b>.+?)$")
+_BINARY = re.compile(r"^(Binary files .* differ|GIT binary patch)$", re.M)
+
+# Directory names that hold tests, in any language we mine.
+TEST_DIRS = frozenset({"test", "tests", "testing", "__tests__", "spec", "specs", "testdata", "test_data", "e2e"})
+TEST_FILE_PATTERNS: dict[str, tuple[re.Pattern[str], ...]] = {
+    "python": (re.compile(r"^test_.*\.py$"), re.compile(r".*_tests?\.py$"), re.compile(r"^conftest\.py$")),
+    "go": (re.compile(r".*_test\.go$"),),
+    "javascript": (re.compile(r".*\.(test|spec)\.[cm]?[jt]sx?$"),),
+    "typescript": (re.compile(r".*\.(test|spec)\.[cm]?[jt]sx?$"),),
+    "rust": (re.compile(r".*_tests?\.rs$"),),
+    "java": (re.compile(r".*Tests?\.java$"), re.compile(r"^Test.*\.java$")),
+    "ruby": (re.compile(r".*_spec\.rb$"), re.compile(r"^test_.*\.rb$"), re.compile(r".*_test\.rb$")),
+}
+DOC_DIRS = frozenset({"doc", "docs", "documentation", ".github", "changelog.d", "changes", "newsfragments"})
+DOC_SUFFIXES = (".md", ".rst", ".txt", ".adoc", ".png", ".jpg", ".svg", ".gif")
+DOC_NAMES = re.compile(r"^(changelog|changes|history|news|authors|contributors|license|copying|readme)(\..*)?$", re.I)
+
+
+def classify_path(path: str, language: str = "python") -> FileClass:
+    """'test' for test code and fixtures, 'docs' for documentation and changelogs, else 'code'."""
+    parts = path.split("/")
+    name = parts[-1]
+    dirs = [d.lower() for d in parts[:-1]]
+    if language == "java" and "src/test/" in path:
+        return "test"
+    if any(d in TEST_DIRS for d in dirs):
+        return "test"
+    patterns = TEST_FILE_PATTERNS.get(language, ()) + TEST_FILE_PATTERNS["python"]
+    if any(p.match(name) for p in patterns):
+        return "test"
+    if any(d in DOC_DIRS for d in dirs) or name.lower().endswith(DOC_SUFFIXES) or DOC_NAMES.match(name):
+        return "docs"
+    return "code"
+
+
+@dataclass(frozen=True)
+class FileDiff:
+    """One `diff --git` block: its text, the path it is classified by, and whether it is binary."""
+
+    old_path: str
+    new_path: str
+    text: str
+    binary: bool
+    added: int
+    removed: int
+
+    @property
+    def path(self) -> str:
+        """The path a reviewer would name: the new one, unless the file was deleted."""
+        return self.old_path if "\ndeleted file mode" in self.text.split("@@", 1)[0] else self.new_path
+
+
+@dataclass
+class SplitDiff:
+    patch: str = ""
+    test_patch: str = ""
+    code_files: list[str] = field(default_factory=list)
+    test_files: list[str] = field(default_factory=list)
+    doc_files: list[str] = field(default_factory=list)
+    binary_files: list[str] = field(default_factory=list)
+    lines_changed: int = 0
+
+
+def split_blocks(diff: str) -> list[FileDiff]:
+    """Cut git's diff output into per-file blocks; text before the first header is ignored."""
+    blocks: list[FileDiff] = []
+    current: list[str] = []
+    header: re.Match[str] | None = None
+
+    def flush() -> None:
+        if header is None:
+            return
+        text = "".join(current)
+        added = removed = 0
+        body = text.split("\n@@", 1)
+        if len(body) == 2:
+            for line in ("@@" + body[1]).splitlines():
+                if line.startswith("+") and not line.startswith("+++"):
+                    added += 1
+                elif line.startswith("-") and not line.startswith("---"):
+                    removed += 1
+        blocks.append(FileDiff(header["a"], header["b"], text, bool(_BINARY.search(text)), added, removed))
+
+    for line in diff.splitlines(keepends=True):
+        match = _HEADER.match(line.rstrip("\n"))
+        if match:
+            flush()
+            header, current = match, [line]
+        elif header is not None:
+            current.append(line)
+    flush()
+    return blocks
+
+
+def split_diff(diff: str, language: str = "python") -> SplitDiff:
+    """Test blocks go to `test_patch`, everything else (code and docs) to `patch`, order kept."""
+    result = SplitDiff()
+    patch_parts: list[str] = []
+    test_parts: list[str] = []
+    for block in split_blocks(diff):
+        kind = classify_path(block.path, language)
+        result.lines_changed += block.added + block.removed
+        if block.binary:
+            result.binary_files.append(block.path)
+        if kind == "test":
+            test_parts.append(block.text)
+            result.test_files.append(block.path)
+        else:
+            patch_parts.append(block.text)
+            (result.code_files if kind == "code" else result.doc_files).append(block.path)
+    result.patch = "".join(patch_parts)
+    result.test_patch = "".join(test_parts)
+    return result
+
+
+def touched_test_modules(split: SplitDiff) -> list[str]:
+    """Test files that still exist after the patch and look runnable (what validation runs)."""
+    return [p for p in split.test_files if posixpath.basename(p) != "conftest.py" and p.endswith(".py")]

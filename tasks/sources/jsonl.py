@@ -1,0 +1,92 @@
+"""Offline source: a repository's issues, pull requests and timeline events from a JSONL dump.
+
+Layout (one file per repository, so an air-gapped cluster can mine from a snapshot):
+    DIR/<owner>__<name>.jsonl   lines {"type": "issue"|"pull"|"timeline", "data": {...GitHub REST fields}}
+                                (timeline lines also carry "issue_number")
+    DIR/<owner>__<name>.git     optional bare git mirror used instead of cloning from GitHub
+A malformed line is skipped with its line number and reason; it never stops the repository.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterable
+
+from tasks.sources.records import CrossReference, Issue, PullRequest, RepoActivity, SourceError
+
+
+def dump_path(directory: Path, repo: str) -> Path:
+    return Path(directory) / f"{repo.replace('/', '__')}.jsonl"
+
+
+def reference_from_event(issue_number: int, event: dict[str, Any]) -> CrossReference | None:
+    """A timeline event naming a pull request that references this issue, if it is one."""
+    kind = event.get("event")
+    if kind == "cross-referenced":
+        source = (event.get("source") or {}).get("issue") or {}
+        if "pull_request" in source and source.get("number"):
+            return CrossReference(issue_number, int(source["number"]))
+    if kind in ("connected", "referenced_by_pull_request") and event.get("pull_request_number"):
+        return CrossReference(issue_number, int(event["pull_request_number"]))
+    return None
+
+
+def add_record(activity: RepoActivity, kind: str, data: dict[str, Any], issue_number: int | None = None) -> None:
+    if kind == "issue":
+        if "pull_request" in data:  # the issues API lists PRs too
+            return
+        issue = Issue.from_api(data)
+        activity.issues[issue.number] = issue
+    elif kind == "pull":
+        pull = PullRequest.from_api(data)
+        activity.pulls[pull.number] = pull
+    elif kind == "timeline":
+        if issue_number is None:
+            raise ValueError("timeline record without issue_number")
+        ref = reference_from_event(int(issue_number), data)
+        if ref is not None:
+            activity.references.append(ref)
+    else:
+        raise ValueError(f"unknown record type {kind!r} (expected issue, pull or timeline)")
+
+
+def read_lines(repo: str, lines: Iterable[bytes], source_name: str) -> RepoActivity:
+    activity = RepoActivity(repo=repo)
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            doc = json.loads(raw.decode("utf-8"))
+            if not isinstance(doc, dict) or not isinstance(doc.get("data"), dict):
+                raise ValueError('expected an object with "type" and "data"')
+            add_record(activity, str(doc.get("type")), doc["data"], doc.get("issue_number"))
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+            activity.skipped.append(f"{source_name}:{number}: {type(exc).__name__}: {str(exc)[:200]}")
+    return activity
+
+
+def load_repo(directory: str | Path, repo: str) -> RepoActivity:
+    path = dump_path(Path(directory), repo)
+    if not path.is_file():
+        raise SourceError(
+            f"no offline dump for {repo}: {path} does not exist",
+            f"write {path.name} into {directory} (see tasks/sources/jsonl.py for the format) or drop --offline",
+            reason_class="repo_not_found",
+        )
+    with path.open("rb") as handle:
+        activity = read_lines(repo, handle, path.name)
+    mirror = path.with_suffix(".git")
+    if mirror.is_dir():
+        activity.clone_url = str(mirror.resolve())
+    return activity
+
+
+def write_dump(path: Path, records: Iterable[dict[str, Any]]) -> None:
+    """Write records atomically (temp file, then rename): a killed writer never leaves half a dump."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".jsonl.tmp")
+    with tmp.open("w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(json.dumps(record, default=str) + "\n")
+    tmp.replace(path)

@@ -1,0 +1,97 @@
+"""The records the miner reads, in GitHub REST field names, so API pages and JSONL dumps parse alike."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from envfarm.errors import EnvfarmError
+
+
+class SourceError(EnvfarmError):
+    """A source cannot deliver a repository's records (bad token, missing repository, exhausted rate limit)."""
+
+    def __init__(self, problem: str, fix: str = "", reason_class: str = "source_error") -> None:
+        self.reason_class = reason_class
+        super().__init__(problem, fix)
+
+
+def parse_time(value: Any) -> datetime | None:
+    if not value:
+        return None
+    if isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+@dataclass(frozen=True)
+class Issue:
+    number: int
+    title: str
+    body: str
+    created_at: datetime | None
+    url: str = ""
+    state: str = "closed"
+
+    @classmethod
+    def from_api(cls, doc: dict[str, Any]) -> "Issue":
+        return cls(
+            number=int(doc["number"]),
+            title=doc.get("title") or "",
+            body=doc.get("body") or "",
+            created_at=parse_time(doc.get("created_at")),
+            url=doc.get("html_url") or "",
+            state=doc.get("state") or "",
+        )
+
+
+@dataclass(frozen=True)
+class PullRequest:
+    number: int
+    title: str
+    body: str
+    created_at: datetime | None
+    merged_at: datetime | None
+    merge_commit_sha: str
+    base_sha: str
+    head_sha: str
+    url: str = ""
+    commit_count: int = 1
+    commit_messages: tuple[str, ...] = ()
+
+    @classmethod
+    def from_api(cls, doc: dict[str, Any]) -> "PullRequest":
+        return cls(
+            number=int(doc["number"]),
+            title=doc.get("title") or "",
+            body=doc.get("body") or "",
+            created_at=parse_time(doc.get("created_at")),
+            merged_at=parse_time(doc.get("merged_at")),
+            merge_commit_sha=doc.get("merge_commit_sha") or "",
+            base_sha=(doc.get("base") or {}).get("sha", ""),
+            head_sha=(doc.get("head") or {}).get("sha", ""),
+            url=doc.get("html_url") or "",
+            commit_count=int(doc.get("commits") or 1),
+            commit_messages=tuple(doc.get("commit_messages") or ()),
+        )
+
+
+@dataclass(frozen=True)
+class CrossReference:
+    """An issue's timeline says a pull request referenced it (GitHub 'cross-referenced' / 'connected')."""
+
+    issue_number: int
+    pr_number: int
+
+
+@dataclass
+class RepoActivity:
+    """Everything one repository's sources said, plus the lines that could not be read and why."""
+
+    repo: str
+    issues: dict[int, Issue] = field(default_factory=dict)
+    pulls: dict[int, PullRequest] = field(default_factory=dict)
+    references: list[CrossReference] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    clone_url: str = ""
