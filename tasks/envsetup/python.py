@@ -83,7 +83,7 @@ def choose_pythons(files: dict[str, str], system: str) -> list[str]:
     return order
 
 
-def test_extra(files: dict[str, str]) -> str | None:
+def find_test_extra(files: dict[str, str]) -> str | None:
     extras: set[str] = set()
     try:
         extras.update(tomllib.loads(files.get("pyproject.toml", "")).get("project", {}).get("optional-dependencies", {}))
@@ -144,7 +144,7 @@ class PythonRecipes:
         files = self._files(mirror, commit)
         system = SYSTEM_PYTHON.get(options.base_image, "3.11")
         pythons = choose_pythons(files, system)
-        extra = test_extra(files)
+        extra = find_test_extra(files)
         reqs = sorted(n for n in files if REQ_NAMES.match(n))
         installable = any(n in files for n in ("pyproject.toml", "setup.py", "setup.cfg"))
         project = [f".[{extra}]" if extra else "."] if installable else []

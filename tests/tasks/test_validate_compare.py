@@ -1,0 +1,29 @@
+"""FAIL_TO_PASS / PASS_TO_PASS from repeated runs: flaky tests are dropped, not counted."""
+
+from tasks.validate import RunOutcome, compare
+from verifiers.logs.status import TestStatus as S
+
+
+def run(state, **results):
+    return RunOutcome(state, 0, {k.replace("__", "::"): v for k, v in results.items()}, True)
+
+
+def test_flaky_tests_are_dropped_from_both_lists():
+    before = [run("before", t__fix=S.FAILED, t__keep=S.PASSED, t__flaky=S.PASSED, t__broken=S.FAILED),
+              run("before", t__fix=S.FAILED, t__keep=S.PASSED, t__flaky=S.FAILED, t__broken=S.FAILED)]
+    after = [run("after", t__fix=S.PASSED, t__keep=S.PASSED, t__flaky=S.PASSED, t__broken=S.FAILED),
+             run("after", t__fix=S.PASSED, t__keep=S.PASSED, t__flaky=S.PASSED, t__broken=S.FAILED)]
+    f2p, p2p, flaky = compare(before, after)
+    assert (f2p, p2p, flaky) == (["t::fix"], ["t::keep"], ["t::flaky"])
+
+
+def test_missing_before_counts_as_failing_and_flaky_after_is_dropped():
+    before = [run("before", t__new=None or S.ERROR)] * 3
+    after = [run("after", t__new=S.PASSED, t__x=S.PASSED), run("after", t__new=S.PASSED), run("after", t__new=S.PASSED, t__x=S.PASSED)]
+    f2p, p2p, flaky = compare(before, after)
+    assert f2p == ["t::new"] and flaky == ["t::x"] and p2p == []
+
+
+def test_xfail_counts_as_success_skip_does_not():
+    f2p, p2p, _ = compare([run("before", t__a=S.SKIPPED, t__b=S.XFAIL)], [run("after", t__a=S.PASSED, t__b=S.XFAIL)])
+    assert f2p == ["t::a"] and p2p == ["t::b"]
