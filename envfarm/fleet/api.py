@@ -16,7 +16,8 @@ from __future__ import annotations
 import json
 from typing import Any, Callable, Iterator
 
-from kubernetes import client, watch
+from kubernetes import client
+from kubernetes.watch.watch import iter_resp_lines
 
 from envfarm.fleet import labels as L
 from envfarm.fleet.metrics import FleetMetrics
@@ -117,18 +118,33 @@ class KubeApi:
     # watches
     def watch(self, kind: str, namespace: str, resource_version: str, timeout_seconds: int,
               selector: str | None = None) -> Iterator[dict[str, Any]]:
-        """Raw watch events ({type, object}); raises ApiCallError(410) when the version expired."""
+        """Raw watch events ({type, object}) as parsed JSON; an ERROR event (410 Gone when the version
+        expired) raises ApiCallError. Read line by line ourselves: the client's Watch helper retries a
+        410 with the same stale version, and with deserialize=False it crashes on ERROR events."""
         if kind == "pods":
             fn, args = self.core.list_namespaced_pod, (namespace,)
         else:
             fn, args = self.custom.list_namespaced_custom_object, (L.GROUP, L.VERSION, namespace, kind)
-        kwargs: dict[str, Any] = {"resource_version": resource_version, "timeout_seconds": timeout_seconds,
-                                  "deserialize": False, "_request_timeout": timeout_seconds + 10,
-                                  "allow_watch_bookmarks": True}
+        kwargs: dict[str, Any] = {"watch": True, "resource_version": resource_version, "timeout_seconds": timeout_seconds,
+                                  "allow_watch_bookmarks": True, "_preload_content": False,
+                                  "_request_timeout": (10, timeout_seconds + 10)}
         if selector:
             kwargs["label_selector"] = selector
-        self.metrics.api_calls.labels("watch", kind, "200").inc()
         try:
-            yield from watch.Watch().stream(fn, *args, **kwargs)
+            response = fn(*args, **kwargs)
         except client.ApiException as exc:
+            self.metrics.api_calls.labels("watch", kind, str(exc.status)).inc()
             raise ApiCallError(int(exc.status or 0), str(exc.reason), _retry_after(exc)) from None
+        self.metrics.api_calls.labels("watch", kind, str(response.status)).inc()
+        try:
+            for line in iter_resp_lines(response):
+                if not line:
+                    continue
+                event = json.loads(line)
+                if event.get("type") == "ERROR":
+                    status = event.get("object") or {}
+                    raise ApiCallError(int(status.get("code", 500)), f"{status.get('reason')}: {status.get('message')}")
+                yield event
+        finally:
+            response.close()
+            response.release_conn()

@@ -146,8 +146,10 @@ class FleetController:
         view = new or old
         if view is None:
             return
+        rv = view.resource_version
         self.expectations.observed(view.fleet, view.name, deleted=new is None,
-                                   claim=new.claim if new else None, reset_pending=new.reset_pending if new else False)
+                                   claim=new.claim if new else None, reset_pending=new.reset_pending if new else False,
+                                   resource_version=int(rv) if rv.isdigit() else 0)
         if new is not None and new.ready and (old is None or not old.ready) and kind != "ADDED":
             self.metrics.startup.observe(max(0.0, time.time() - new.created))
         self.enqueue(view.fleet)
@@ -237,11 +239,22 @@ class FleetController:
             self._create(name, create.pod, PRIO_CLAIM if create.claim else PRIO_WARM)
         for delete in plan.deletes:
             self._delete(name, delete.name, delete.reason)
+        resets = set(plan.resets)
         for patch in plan.pod_patches:
             self.expectations.expect_binding(name, patch.name, patch.binding)
-            self.executor.submit(PRIO_CLAIM, f"bind {patch.name}",
-                                 lambda p=patch: self.api.patch_pod(ns, p.name, p.patch),
-                                 lambda ok, exc, p=patch: None if ok else self._binding_failed(name, p.name))
+
+            def bind(p: Any = patch) -> None:
+                written = self.api.patch_pod(ns, p.name, p.patch)
+                rv = str((written or {}).get("metadata", {}).get("resourceVersion", "0"))
+                self.expectations.binding_written(name, p.name, int(rv) if rv.isdigit() else 0)
+
+            def bound(ok: bool, exc: Exception | None, p: Any = patch) -> None:
+                if not ok:
+                    self._binding_failed(name, p.name)
+                elif p.name in resets:  # reset only once the pod is marked: never under a live claim
+                    self._reset(name, spec, p.name)
+
+            self.executor.submit(PRIO_CLAIM, f"bind {patch.name}", bind, bound)
         for claim_name, status in plan.claim_status.items():
             claim = self.claims.get(claim_name)
             key = (claim.uid or claim.name) if claim else claim_name
@@ -257,8 +270,6 @@ class FleetController:
         for claim_name in plan.claim_deletes:
             self._once("delete-claim", claim_name, PRIO_STATUS, lambda c=claim_name: self._ignore_404(
                 lambda: self.api.delete_custom(ns, L.CLAIM_PLURAL, c)))
-        for pod_name in plan.resets:
-            self._reset(name, spec, pod_name)
         for view, failure in plan.failures:
             self.metrics.failures.labels(name, failure.cls.value).inc()
             log.info("fleet %s: pod %s failed: %s (%s)", name, view.name, failure.cls.value, failure.message)

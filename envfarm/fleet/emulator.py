@@ -116,6 +116,7 @@ def _now() -> str:
 class FleetEmulator(kmock.KubernetesEmulator):
     event_log_size: int = 200_000
     drop_watch_after: int | None = None  # close every watch stream after this many events
+    watch_delay: float = 0.0  # seconds each watch event is held back (a slow, lagging watch)
     seed: int = 0
 
     _store: dict[ObjKey, dict[str, Any]] = attrs.field(factory=dict, init=False)
@@ -156,10 +157,12 @@ class FleetEmulator(kmock.KubernetesEmulator):
         if self._changed is None:
             self._changed = asyncio.Condition()
             self._rng.seed(self.seed)
-        if request.resource is None or request.action is None:
+        is_put = request.method is not None and request.method.value.upper() == "PUT" and request.name is not None
+        if request.resource is None or (request.action is None and not is_put):
             return await kmock.KubernetesScaffold._handle(self, request)
+        action = request.action.value.lower() if request.action is not None else "update"  # kmock leaves PUT unnamed
         verb = {"list": "list", "watch": "watch", "fetch": "get", "create": "create",
-                "update": "update", "delete": "delete"}.get(request.action.value.lower(), request.action.value.lower())
+                "update": "update", "delete": "delete"}.get(action, action)
         plural = request.resource.plural or ""
         try:
             self._maybe_fault(verb, plural)
@@ -341,6 +344,8 @@ class FleetEmulator(kmock.KubernetesEmulator):
                     continue
                 if not selector_matches(selector, obj["metadata"].get("labels") or {}):
                     continue
+                if self.watch_delay:
+                    await asyncio.sleep(self.watch_delay)
                 yield {"type": kind, "object": obj}
                 sent += 1
                 if self.drop_watch_after is not None and sent >= self.drop_watch_after:

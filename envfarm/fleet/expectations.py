@@ -25,6 +25,7 @@ class Expectations:
         self._adds: dict[str, dict[str, tuple[float, dict[str, Any]]]] = {}
         self._dels: dict[str, dict[str, float]] = {}
         self._bindings: dict[str, dict[str, tuple[float, Binding]]] = {}
+        self._binding_rv: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
 
     def expect_create(self, fleet: str, pod: dict[str, Any]) -> None:
@@ -42,15 +43,27 @@ class Expectations:
             self._bindings.setdefault(fleet, {})[name] = (self._clock(), binding)
 
     def observed(self, fleet: str, name: str, deleted: bool, claim: str | None = None,
-                 reset_pending: bool = False) -> None:
-        """Called by the watch for every pod event."""
+                 reset_pending: bool = False, resource_version: int = 0) -> None:
+        """Called by the watch for every pod event. A binding is confirmed by seeing its labels, or by
+        any version at least as new as the one the server gave our patch (after a relist the
+        intermediate state may never be seen)."""
         with self._lock:
             self._adds.get(fleet, {}).pop(name, None)
             if deleted:
                 self._dels.get(fleet, {}).pop(name, None)
             expected = self._bindings.get(fleet, {}).get(name)
-            if expected is not None and (deleted or (expected[1][0], expected[1][1]) == (claim, reset_pending)):
+            if expected is None:
+                return
+            written_rv = self._binding_rv.get((fleet, name), 0)
+            if deleted or (expected[1][0], expected[1][1]) == (claim, reset_pending) \
+                    or (written_rv and resource_version >= written_rv):
                 del self._bindings[fleet][name]
+                self._binding_rv.pop((fleet, name), None)
+
+    def binding_written(self, fleet: str, name: str, resource_version: int) -> None:
+        with self._lock:
+            if name in self._bindings.get(fleet, {}):
+                self._binding_rv[(fleet, name)] = resource_version
 
     def binding_failed(self, fleet: str, name: str) -> None:
         with self._lock:
