@@ -39,7 +39,8 @@ def write_evidence(out_dir: Path, record: SessionRecord, script: InteractionScri
             keyframes.append(str(save_png(frame, kf / f"step-{rec.index:02d}.png")))
             tiles.append((f"step {rec.index}: {rec.label} ({'ok' if rec.ok else 'FAILED'}) at {rec.ended_s:.2f}s", frame, [c for c in record.checks if c.step == rec.index]))
         period = 1.0 / script.frame_rate
-        times = np.arange(0.0, float(frames.times[-1]) + 1e-9, period)[:MAX_PERIODIC]
+        # From just after the black sync flash (see runner.py), which would only confuse a reader.
+        times = np.arange(record.sync_s + 0.3, float(frames.times[-1]) + 1e-9, period)[:MAX_PERIODIC]
         for t in times:
             keyframes.append(str(save_png(frames.at(float(t)), kf / f"t-{t:06.2f}.png")))
         periodic = [(f"t = {t:.2f}s", frames.at(float(t))) for t in times]
