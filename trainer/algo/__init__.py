@@ -1,0 +1,1 @@
+"""RL algorithms, one file each (cleanrl style): GRPO group advantages + PPO clipping, MOPD, routing replay batches."""
