@@ -42,12 +42,12 @@ def repack_installed(dist_name: str, out_dir: Path) -> Path:
             if rel_s.startswith("..") or "__pycache__" in rel_s or rel_s.endswith(("RECORD", "INSTALLER", "REQUESTED", "direct_url.json")):
                 continue
             data = (root / rel).read_bytes()
-            zf.writestr(rel_s, data)
+            zf.writestr(zipfile.ZipInfo(rel_s, date_time=(2024, 1, 1, 0, 0, 0)), data)  # fixed time: same bytes, same image tag
             digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
             records.append(f"{rel_s},sha256={digest},{len(data)}")
         info = next(str(f).split("/")[0] for f in dist.files if str(f).endswith("METADATA"))
         records.append(f"{info}/RECORD,,")
-        zf.writestr(f"{info}/RECORD", "\n".join(records) + "\n")
+        zf.writestr(zipfile.ZipInfo(f"{info}/RECORD", date_time=(2024, 1, 1, 0, 0, 0)), "\n".join(records) + "\n")
     return wheel
 
 
@@ -62,7 +62,7 @@ def build_wheelhouse(out_dir: Path) -> Path:
         "tinydep/__init__.py": "def double(x):\n    return 2 * x\n",
     })
     subprocess.run([os.environ.get("PYTHON", "python3"), "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(out_dir), str(src)],
-                   check=True, capture_output=True)
+                   check=True, capture_output=True, env={**os.environ, "SOURCE_DATE_EPOCH": "1704067200"})
     return out_dir
 
 
