@@ -1,0 +1,40 @@
+"""Verifiers: turn what an agent did into a `Reward`.
+
+    from verifiers import parse_log, grade, SweVerifier, WebVerifier, verifier_for
+
+Test-log tasks (`kind == "swe"`): `SweVerifier().verify(task, sandbox, patch)`.
+Web tasks (`kind == "web"`): `WebVerifier().verify(task, sandbox)` or `.verify_app(folder, script)`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from verifiers.grading import Grade, grade
+from verifiers.logs import ParsedLog, TestStatus, get_parser, parse_log
+from verifiers.reward import Reward
+from verifiers.swe import SweVerifier, grade_run
+
+if TYPE_CHECKING:
+    from envfarm.task import TaskSpec
+    from verifiers.web.verifier import WebVerifier
+
+
+def verifier_for(task: "TaskSpec") -> "SweVerifier | WebVerifier":
+    """The verifier a task's kind calls for (the web one is imported only when needed: Playwright)."""
+    if task.kind == "web":
+        from verifiers.web.verifier import WebVerifier
+
+        return WebVerifier()
+    return SweVerifier()
+
+
+def __getattr__(name: str):  # lazy: `from verifiers import WebVerifier` without importing Playwright eagerly
+    if name == "WebVerifier":
+        from verifiers.web.verifier import WebVerifier
+
+        return WebVerifier
+    raise AttributeError(name)
+
+
+__all__ = ["Grade", "ParsedLog", "Reward", "SweVerifier", "TestStatus", "WebVerifier", "get_parser", "grade", "grade_run", "parse_log", "verifier_for"]
