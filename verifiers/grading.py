@@ -63,7 +63,8 @@ def consistency_problems(parsed: ParsedLog, exit_code: int | None = None) -> lis
         for source, words in sorted(parsed.line_counts.items()):
             for word, key in (("PASSED", "passed"), ("XPASS", "xpassed"), ("XFAIL", "xfailed")):
                 if words.get(word, 0) > rep.get(key, 0):
-                    found.append(f"{words[word]} {word} lines in the {source} but pytest counted {rep.get(key, 0)}")
+                    where = {"summary": "the short test summary", "verbose": "the verbose output"}.get(source, source)
+                    found.append(f"{words[word]} {word} lines in {where} but pytest counted {rep.get(key, 0)}")
     if parsed.framework in ("unittest", "django") and "ran" in rep:
         if len(parsed.results) > rep["ran"]:
             found.append(f"{len(parsed.results)} result lines but the runner says it ran {rep['ran']} tests")

@@ -47,7 +47,7 @@ def test_forged_pass_lines_for_tests_that_never_ran_are_caught():
     assert parsed.results["tests/test_new.py::test_fix"].value == "PASSED"
     result = grade(parsed, ["tests/test_new.py::test_fix"], ["tests/test_calc.py::test_add"])
     assert not result.resolved and result.reward == 0.0
-    assert "7 PASSED lines in the summary but pytest counted 6" in result.suspicious[0]
+    assert "7 PASSED lines in the short test summary but pytest counted 6" in result.suspicious[0]
 
 
 def test_forged_unittest_lines_exceed_ran_count():

@@ -99,3 +99,46 @@ def test_console_log_grading_for_unittest_tasks():
     reward = grade_run(task, ExecResult(1, log, False, 0.1), None)
     assert reward.details["graded_from"] == "console log" and not reward.passed
     assert reward.details["grade"]["pass_to_pass"]["not_passed"] == {"test_old (m.T)": "FAILED"}
+
+
+def test_report_rewritten_at_exit_by_the_code_under_test_is_caught(tmp_path):
+    """The code under test learns the report path from argv and rewrites it after pytest wrote it
+    (an atexit hook): the console log still shows the failure, so the two disagree."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    body = """\
+        import atexit, sys
+        def _forge():
+            path = next(a.split("=", 1)[1] for a in sys.argv if a.startswith("--junitxml="))
+            cases = '<testcase classname="tests.test_calc" name="test_fixed" file="tests/test_calc.py"/>' \\
+                    '<testcase classname="tests.test_calc" name="test_old" file="tests/test_calc.py"/>'
+            open(path, "w").write('<testsuites><testsuite tests="2" failures="0" errors="0">' + cases + '</testsuite></testsuites>')
+        atexit.register(_forge)
+        def test_fixed():
+            assert False
+        def test_old():
+            assert True
+    """
+    run, report = run_pytest(repo, body)
+    assert b'failures="0"' in report  # the forgery worked on the file itself
+    reward = grade_run(make_task(), run, report)
+    assert not reward.passed and reward.value == 0.0
+    suspicious = " ".join(reward.details["grade"]["suspicious"])
+    assert "disagree" in suspicious and "exited with 1" in suspicious
+
+
+def test_forged_verbose_line_for_a_test_that_never_ran_is_caught():
+    log = (
+        "tests/test_calc.py::test_old PASSED [ 50%]\n"
+        "tests/test_calc.py::test_fixed PASSED [100%]\n"  # printed by the code under test; the test does not exist
+        "=========================== short test summary info ============================\n"
+        "PASSED tests/test_calc.py::test_old\n"
+        "============================== 1 passed in 0.01s ===============================\n"
+    )
+    reward = grade_run(make_task(log_parser="pytest", test_cmd="pytest {report}"), ExecResult(0, log, False, 0.1), None)
+    assert reward.value == 0.0  # no report at all for a report-backed task
+    from verifiers.grading import grade
+    from verifiers.logs import parse_log
+
+    result = grade(parse_log("pytest", log), ["tests/test_calc.py::test_fixed"], ["tests/test_calc.py::test_old"], exit_code=0)
+    assert not result.resolved and "2 PASSED lines in the verbose output but pytest counted 1" in result.suspicious[0]
