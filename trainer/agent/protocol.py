@@ -1,0 +1,84 @@
+"""The text protocol between the policy and the scaffold.
+
+Chat turns are delimited by `<|system|>`, `<|user|>`, `<|assistant|>`, `<|tool|>` markers so a byte-level
+model sees one flat string. The policy calls a tool by emitting one JSON object between `<tool_call>` and
+`</tool_call>` (the Hermes/Qwen convention, so an instruction-tuned model needs no new habits):
+
+    <tool_call>{"name": "bash", "arguments": {"command": "ls"}}</tool_call>
+
+Anything malformed becomes a `ToolCallError` whose message is shown to the policy as the observation:
+a bad call costs a step, it never crashes the episode.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+CALL_OPEN, CALL_CLOSE = "<tool_call>", "</tool_call>"
+STOP = CALL_CLOSE  # generation stops after a complete call
+
+TOOLS: dict[str, dict[str, type]] = {
+    "bash": {"command": str},
+    "str_replace": {"path": str, "old": str, "new": str},
+    "finish": {},
+}
+
+SYSTEM_PROMPT = (
+    "You fix bugs in the repository at {workdir}. Call one tool per turn as "
+    '<tool_call>{{"name": ..., "arguments": {{...}}}}</tool_call>. Tools: '
+    "bash(command) runs a shell command; "
+    "str_replace(path, old, new) replaces the unique exact occurrence of old in path with new; "
+    "finish() submits your changes."
+)
+
+
+class ToolCallError(ValueError):
+    """The policy's text is not a valid tool call; the message tells the policy how to fix it."""
+
+
+@dataclass
+class ToolCall:
+    name: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+
+    def render(self) -> str:
+        return CALL_OPEN + json.dumps({"name": self.name, "arguments": self.arguments}) + CALL_CLOSE
+
+
+_CALL_RE = re.compile(re.escape(CALL_OPEN) + r"(.*?)" + re.escape(CALL_CLOSE), re.S)
+
+
+def parse_tool_call(text: str) -> ToolCall:
+    """The first complete tool call in `text`, validated against the tool table."""
+    match = _CALL_RE.search(text)
+    if match is None:
+        raise ToolCallError(f"no tool call found: wrap one JSON object in {CALL_OPEN}...{CALL_CLOSE}")
+    try:
+        raw = json.loads(match.group(1))
+    except json.JSONDecodeError as exc:
+        raise ToolCallError(f"tool call is not valid JSON ({exc.msg} at char {exc.pos})") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
+        raise ToolCallError('tool call must be an object with a string "name"')
+    name, args = raw["name"], raw.get("arguments", {})
+    if name not in TOOLS:
+        raise ToolCallError(f"unknown tool {name!r}: use one of {sorted(TOOLS)}")
+    if not isinstance(args, dict):
+        raise ToolCallError('"arguments" must be an object')
+    spec = TOOLS[name]
+    missing = [k for k in spec if k not in args]
+    extra = [k for k in args if k not in spec]
+    if missing or extra:
+        raise ToolCallError(f"{name} takes arguments {sorted(spec)}; missing {missing}, unexpected {extra}")
+    wrong = [k for k, t in spec.items() if not isinstance(args[k], t)]
+    if wrong:
+        raise ToolCallError(f"{name}: arguments {wrong} must be strings")
+    return ToolCall(name, args)
+
+
+def render_prompt(messages: list[dict[str, str]]) -> str:
+    """Flatten chat messages into the policy's input, ending with the assistant marker."""
+    parts = [f"<|{m['role']}|>\n{m['content']}\n" for m in messages]
+    return "".join(parts) + "<|assistant|>\n"
