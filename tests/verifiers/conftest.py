@@ -34,6 +34,12 @@ def web_prerequisites_or_skip() -> None:
         pytest.skip("Playwright's ffmpeg link missing: run python -m verifiers.web.setup_ffmpeg (make setup does)")
 
 
+@pytest.fixture
+def web_ready() -> None:
+    """For tests that start their own browser: skip, naming what is missing."""
+    web_prerequisites_or_skip()
+
+
 @pytest.fixture(scope="session")
 def web() -> Iterator[WebHarness]:
     web_prerequisites_or_skip()

@@ -57,10 +57,7 @@ def _own_host_run(app: Path, script_data: dict, limits: BrowserLimits, out: Path
     return asyncio.run(go())
 
 
-def test_infinite_loop_page_times_out_and_leaves_no_browser(tmp_path):
-    from tests.verifiers.conftest import web_prerequisites_or_skip
-
-    web_prerequisites_or_skip()
+def test_infinite_loop_page_times_out_and_leaves_no_browser(tmp_path, web_ready):
     script = {"step_timeout_ms": 2000, "steps": [{"goto": "/"}, {"click": "#inc"}]}
     host, record, leftovers = _own_host_run(WEBAPPS / "clicker" / "infinite_loop", script, BrowserLimits(), tmp_path)
     assert not record.steps[0].ok and "Timeout" in record.steps[0].error
@@ -68,10 +65,7 @@ def test_infinite_loop_page_times_out_and_leaves_no_browser(tmp_path):
     assert leftovers == []
 
 
-def test_memory_watchdog_kills_a_runaway_page(tmp_path):
-    from tests.verifiers.conftest import web_prerequisites_or_skip
-
-    web_prerequisites_or_skip()
+def test_memory_watchdog_kills_a_runaway_page(tmp_path, web_ready):
     script = {"step_timeout_ms": 3000, "session_timeout_s": 20, "steps": [{"goto": "/"}, {"wait": 15000}]}
     host, record, leftovers = _own_host_run(WEBAPPS / "probes" / "memory_hog", script, BrowserLimits(memory_mb=700), tmp_path)
     assert host.killed_for_memory and host.peak_memory > 700 * 1024 * 1024
@@ -79,10 +73,7 @@ def test_memory_watchdog_kills_a_runaway_page(tmp_path):
     assert leftovers == []
 
 
-def test_app_served_by_its_start_command(tmp_path):
-    from tests.verifiers.conftest import web_prerequisites_or_skip
-
-    web_prerequisites_or_skip()
+def test_app_served_by_its_start_command(tmp_path, web_ready):
     app = {"root": str(WEBAPPS / "probes" / "slow_start"), "command": f"{sys.executable} server.py 0.5", "ready_timeout": 20}
     script = {"check_blank": True, "steps": [{"goto": "/", "expect": [{"text": {"selector": "#title", "contains": "start command"}}]}]}
     reward = WebVerifier().verify_app(app, script, tmp_path)

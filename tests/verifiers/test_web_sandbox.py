@@ -16,10 +16,7 @@ WEBAPPS = Path(__file__).parent / "webapps"
 
 
 @pytest.mark.parametrize("variant, should_pass", [("correct", True), ("dead_button", False)])
-def test_web_task_from_a_sandbox(docker_sandbox, variant, should_pass):
-    from tests.verifiers.conftest import web_prerequisites_or_skip
-
-    web_prerequisites_or_skip()
+def test_web_task_from_a_sandbox(docker_sandbox, web_ready, variant, should_pass):
     docker_sandbox.write_file("/tmp/site/index.html", (WEBAPPS / "clicker" / variant / "index.html").read_bytes())
     script = (WEBAPPS / "clicker" / "script.yaml").read_text()
     task = TaskSpec(instance_id="acme__clicker-3", kind="web", workdir="/tmp/site", extra={"web": {"script": script, "root": "/tmp/site"}})

@@ -1,0 +1,50 @@
+"""Every script action (goto, hover, press, scroll, wait, type/click are in the corpus) and the
+`still` check failing on a region that moves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from verifiers.web.script import load_script
+from verifiers.web.verifier import verify_web_async
+
+pytestmark = pytest.mark.browser
+
+APP = Path(__file__).parent / "webapps" / "probes" / "actions"
+
+SCRIPT = """
+check_overflow: true
+steps:
+  - goto: /
+    expect:
+      - visible: "#menu"
+      - count: {selector: "#dropdown", equals: 1}
+  - hover: "#menu"
+    expect:
+      - visible: "#dropdown"
+      - changes: page
+  - press: k
+  - press: k
+    expect:
+      - text: {selector: "#keys", equals: "2"}
+  - scroll: {selector: "#footer"}
+    expect:
+      - in_viewport: "#footer"
+  - scroll: {dy: -5000}
+    expect:
+      - in_viewport: "#menu"
+  - wait: 300
+    expect:
+      - still: "#spin"
+      - still: "#menu"
+"""
+
+
+def test_actions_and_a_still_check_that_must_fail(web, tmp_path):
+    reward = web.run(verify_web_async(web.host, APP, load_script(SCRIPT), tmp_path))
+    failed = reward.details["failed_checks"]
+    assert len(failed) == 1 and failed[0].startswith("still #spin"), failed
+    assert not reward.passed
+    assert reward.details["scores"]["executability"] == 1.0
