@@ -131,3 +131,16 @@ def show_funnel() -> None:
     from tasks.store import funnel
 
     print_funnel(funnel(open_store()))
+
+
+@app.command("dump-from-git")
+def dump_from_git_cmd(
+    repo_dir: Path = typer.Argument(..., help="a git repository (bare or not) holding the project's history"),
+    repo: str = typer.Argument(..., help="owner/name"),
+    out: Path = typer.Option(Path("work-repos/dumps"), "--out", help="directory for <owner>__<name>.jsonl and its mirror"),
+) -> None:
+    """Make an offline dump from git history alone (issue text is synthesized from commit messages)."""
+    from tasks.sources.gitlog import dump_from_git
+
+    path = dump_from_git(repo_dir, repo, out)
+    console.print(f"wrote {path} ({sum(1 for _ in path.open())} records)")
