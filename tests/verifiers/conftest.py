@@ -7,8 +7,10 @@ context, as in production. Skips name what is missing.
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Coroutine, Iterator
 
 import pytest
@@ -55,3 +57,33 @@ def web() -> Iterator[WebHarness]:
         asyncio.run_coroutine_threadsafe(host.close(), loop).result(60)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
+
+
+# An OpenAI-compatible /chat/completions stand-in on 127.0.0.1 for the judge client's tests: it
+# records each request and answers with `reply` (a dict sent as JSON, or raw text).
+class _ChatHandler(BaseHTTPRequestHandler):
+    reply: dict | str = {}
+    seen: list[dict] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server API
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).seen.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
+        payload = self.reply if isinstance(self.reply, str) else json.dumps(self.reply)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(payload.encode())
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def chat_server():
+    _ChatHandler.seen = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _ChatHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1", _ChatHandler
+    server.shutdown()
+    server.server_close()

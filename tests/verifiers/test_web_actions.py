@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from verifiers.web.judge import JudgeClient
 from verifiers.web.script import load_script
 from verifiers.web.verifier import verify_web_async
 
@@ -48,3 +49,17 @@ def test_actions_and_a_still_check_that_must_fail(web, tmp_path):
     assert len(failed) == 1 and failed[0].startswith("still #spin"), failed
     assert not reward.passed
     assert reward.details["scores"]["executability"] == 1.0
+
+
+def test_judge_sees_the_session_keyframes_and_can_be_blended(web, tmp_path, chat_server):
+    url, handler = chat_server
+    handler.reply = {"choices": [{"message": {"content": '{"executability": 10, "functional": 5, "visual": 0, "rationale": "r"}'}}]}
+    script = load_script({"rubric": "a menu that opens on hover", "steps": [{"goto": "/"}, {"hover": "#menu", "expect": [{"visible": "#dropdown"}]}]})
+    judge = JudgeClient(url, "vl-model", max_images=4)
+    reward = web.run(verify_web_async(web.host, APP, script, tmp_path, judge=judge, judge_weight=0.5))
+    assert reward.passed  # the verdict stays deterministic
+    assert reward.details["judge"]["functional"] == 0.5
+    assert reward.value == pytest.approx(0.5 * 1.0 + 0.5 * 0.5)
+    parts = handler.seen[0]["body"]["messages"][0]["content"]
+    assert "a menu that opens on hover" in parts[0]["text"]
+    assert sum(p["type"] == "image_url" for p in parts) == 4

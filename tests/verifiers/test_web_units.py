@@ -3,10 +3,7 @@ HTTP server on 127.0.0.1), and the ffmpeg link for Playwright."""
 
 from __future__ import annotations
 
-import json
 import shutil
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -56,34 +53,6 @@ def test_align_to_flash_shifts_times():
     offset = align_to_flash(frames, flash_s=0.1)
     assert offset == pytest.approx(0.3) and frames.times[4] == pytest.approx(0.1)
     assert align_to_flash(Frames(times=np.arange(3) / 10, rgb=np.stack([_frame()] * 3)), 0.1) is None
-
-
-class _ChatHandler(BaseHTTPRequestHandler):
-    reply: dict | str = {}
-    seen: list[dict] = []
-
-    def do_POST(self) -> None:  # noqa: N802 - http.server API
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        type(self).seen.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
-        payload = self.reply if isinstance(self.reply, str) else json.dumps(self.reply)
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(payload.encode())
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def chat_server():
-    _ChatHandler.seen = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _ChatHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1", _ChatHandler
-    server.shutdown()
-    server.server_close()
 
 
 def test_judge_sends_keyframes_and_rubric_and_reads_scores(chat_server, tmp_path):

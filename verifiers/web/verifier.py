@@ -46,8 +46,15 @@ def serve_app(app: dict[str, Any] | Path | str) -> Iterator[str]:
 
 
 async def verify_web_async(
-    host: BrowserHost, app: dict[str, Any] | Path | str, script: InteractionScript, out_dir: Path, judge: JudgeClient | None = None
+    host: BrowserHost,
+    app: dict[str, Any] | Path | str,
+    script: InteractionScript,
+    out_dir: Path,
+    judge: JudgeClient | None = None,
+    judge_weight: float = 0.0,
 ) -> Reward:
+    """Verify one app. With a judge, its mean score is blended in with `judge_weight` (0 keeps the
+    deterministic reward and only records the judge's verdict); `passed` stays deterministic."""
     start = time.monotonic()
     out_dir.mkdir(parents=True, exist_ok=True)
     with serve_app(app) as origin:
@@ -76,6 +83,8 @@ async def verify_web_async(
     if judge is not None:
         verdict = await asyncio.to_thread(judge.judge, [Path(p) for p in evidence["keyframes"]], script.rubric, details["failed_checks"])
         details["judge"] = verdict.to_dict()
+        judged = (verdict.executability + verdict.functional + verdict.visual) / 3
+        value = round((1 - judge_weight) * value + judge_weight * judged, 4)
     details["seconds"] = round(time.monotonic() - start, 3)
     evidence_paths = {k: v for k, v in evidence.items() if isinstance(v, str)}
     return Reward(value, passed, details, evidence_paths)
@@ -84,9 +93,14 @@ async def verify_web_async(
 class WebVerifier:
     """Synchronous façade: one browser per call unless a running `host` is shared by the caller."""
 
-    def __init__(self, limits: BrowserLimits | None = None, judge: JudgeClient | None = None, evidence_root: Path | None = None) -> None:
+    def __init__(
+        self, limits: BrowserLimits | None = None, judge: JudgeClient | None = None, judge_weight: float = 0.0, evidence_root: Path | None = None
+    ) -> None:
+        if not 0.0 <= judge_weight <= 1.0:
+            raise EnvfarmError(f"judge_weight {judge_weight} is outside [0, 1]", "pass a weight between 0 (checks only) and 1 (judge only)")
         self.limits = limits or BrowserLimits()
         self.judge = judge
+        self.judge_weight = judge_weight
         self.evidence_root = evidence_root
 
     def verify_app(self, app: dict[str, Any] | Path | str, script: InteractionScript | dict | str | Path, out_dir: Path | None = None) -> Reward:
@@ -95,7 +109,7 @@ class WebVerifier:
 
         async def main() -> Reward:
             async with BrowserHost(self.limits) as host:
-                return await verify_web_async(host, app, script, out_dir, self.judge)
+                return await verify_web_async(host, app, script, out_dir, self.judge, self.judge_weight)
 
         return asyncio.run(main())
 
