@@ -79,8 +79,57 @@ def one_pass(world: dict, home: Path, repeats: int) -> dict:
     }
 
 
+def timecap_experiment(dump_dir: Path, repos: list[str], years: list[int]) -> dict:
+    """Old commits of real repositories, built once with dependencies resolved as of the commit's date
+    (uv --exclude-newer) and once with today's packages; same strategy, same Python (the base's 3.11)."""
+    from envfarm.images import ensure_image
+    from envfarm.images.build import ImageBuildError
+    from tasks.envsetup.base import BuildOptions, recipes_for
+    from tasks.envsetup.build import env_recipe
+    from tasks.envsetup.failures import classify_build_failure
+    from tasks.mirror import Mirror
+
+    recipes = recipes_for("python")
+    rows = []
+    for repo in repos:
+        mirror = Mirror(dump_dir / f"{repo.replace('/', '__')}.git")
+        tooling = ensure_image(recipes.tooling(BuildOptions())).tag
+        for year in years:
+            commit = mirror.git("rev-list", "-1", "--first-parent", f"--before={year}-07-01", "HEAD").strip()
+            if not commit:
+                continue
+            date = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(mirror.commit_time(commit)))
+            bundle = mirror.bundle(commit)
+            for capped in (True, False):
+                options = BuildOptions(time_cap=capped)
+                strategy = next(s for s in recipes.strategies(mirror, commit, date, options) if s.python == "3.11")
+                recipe = env_recipe(bundle, f"timecap-{repo}", str(year), commit, strategy, [], options, tooling)
+                t0 = time.monotonic()
+                try:
+                    built = ensure_image(recipe, timeout=900)
+                    ok, reason = True, ""
+                except ImageBuildError as exc:
+                    ok, reason = False, classify_build_failure(exc.log or exc.problem)
+                rows.append({"repo": repo, "year": year, "commit": commit[:12], "date": date, "time_cap": capped, "ok": ok,
+                             "reason_class": reason, "seconds": round(time.monotonic() - t0, 1), "strategy": strategy.name})
+                print(json.dumps(rows[-1]), flush=True)
+    rate = lambda cap: round(sum(r["ok"] for r in rows if r["time_cap"] == cap) / max(1, sum(r["time_cap"] == cap for r in rows)), 3)  # noqa: E731
+    return {"builds": rows, "success_rate_time_capped": rate(True), "success_rate_today": rate(False),
+            "n_commits": sum(r["time_cap"] for r in rows)}
+
+
 def main() -> None:
     os.environ.setdefault("DOCKER_HOST", "unix:///run/podman/podman.sock")
+    previous = {}
+    results_file = Path(__file__).parent / "results" / "mine.json"
+    if results_file.exists():
+        previous = json.loads(results_file.read_text())
+    if "--timecap" in sys.argv:
+        experiment = timecap_experiment(Path("work-repos/dumps"), ["pallets/itsdangerous", "tkem/cachetools", "pytest-dev/iniconfig"],
+                                        [2015, 2017, 2019, 2021, 2023])
+        previous["time_cap_experiment"] = {**experiment, "machine": machine_notes("network builds through the TLS proxy; shared machine")}
+        print(f"wrote {write_results('mine', {k: v for k, v in previous.items() if k not in ('benchmark', 'finished_at')})}")
+        return
     os.environ.setdefault("PYTHON", sys.executable)
     from tests.tasks.fixtures import build_wheelhouse, make_broken_repo, make_calc_repo
 
@@ -104,6 +153,7 @@ def main() -> None:
         "validated_per_cpu_hour_p50": statistics.median(p["validated_per_cpu_hour"] for p in passes),
         "real_repositories": json.loads(real.read_text()) if real.exists() else "not run (see report)",
         "machine": machine_notes(f"load average at start {load_before}; 2 shared cores, other engineers' tests and builds ran concurrently"),
+        "time_cap_experiment": previous.get("time_cap_experiment", "not run: python -m bench.mine --timecap (needs network and work-repos/dumps)"),
     }
     print(f"wrote {write_results('mine', payload)}")
 

@@ -243,20 +243,49 @@ def _layer_bytes(tag: str, parent: str) -> int:
 
 # -- drivers --------------------------------------------------------------------------------------
 
+def unit_failed(store: Store, kind: str, ctx: Any, exc: BaseException) -> None:
+    """A bug or an unexpected error in one unit is recorded against that unit; the batch goes on.
+
+    Candidates land in `infra_error`, which the next run retries; nothing is counted as a task result.
+    """
+    reason = f"{type(exc).__name__}: {exc}"[:2000]
+    if kind == "scan":
+        record_repo(store, ctx[0], "failed", "internal_error", reason)
+    elif kind == "build":
+        for item in ctx.items:
+            record_candidate(store, item.instance_id, item.repo, item.pr_number, "env", "infra_error", "internal_error", reason, ctx.key)
+    else:
+        item = ctx[0]
+        record_candidate(store, item.instance_id, item.repo, item.pr_number, "validation", "infra_error", "internal_error", reason)
+
+
 def run_inline(repos: list[tuple[str, str]], config: MineConfig, store: Store, on_progress: ProgressHook | None = None) -> None:
     """Everything in this process, in order: the simplest driver, used by tests and `--workers 0`."""
     tick = on_progress or (lambda _what, _n=1: None)
     for repo, url in repos:
-        groups = scan_repo(repo, url, config, store)
+        try:
+            groups = scan_repo(repo, url, config, store)
+        except Exception as exc:  # noqa: BLE001 - one repository's bug must not end the batch
+            unit_failed(store, "scan", (repo, url), exc)
+            groups = []
         tick("repos", 1)
         tick("candidates", sum(len(g.items) for g in groups))
         for group in groups:
-            env = build_group(group, config, store)
+            try:
+                env = build_group(group, config, store)
+            except Exception as exc:  # noqa: BLE001
+                unit_failed(store, "build", group, exc)
+                continue
             if env is None:
                 continue
             tick("env_ok", len(group.items))
             for item in group.items:
-                if validate_candidate(item, group, env, config, store) == "validated":
+                try:
+                    status = validate_candidate(item, group, env, config, store)
+                except Exception as exc:  # noqa: BLE001
+                    unit_failed(store, "validate", (item, group), exc)
+                    continue
+                if status == "validated":
                     tick("validated", 1)
 
 
@@ -273,12 +302,19 @@ def run_ray(repos: list[tuple[str, str]], config: MineConfig, store_url: str, wo
     scan = ray.remote(num_cpus=1, memory=1 << 30, max_retries=2)(_remote_scan)
     build = ray.remote(num_cpus=1, memory=2 << 30, max_retries=2)(_remote_build)
     check = ray.remote(num_cpus=1, memory=2 << 30, max_retries=2)(_remote_validate)
-    pending: dict[Any, tuple[str, Any]] = {scan.remote(r, u, config, store_url): ("scan", None) for r, u in repos}
+    store = open_store(store_url)
+    pending: dict[Any, tuple[str, Any]] = {scan.remote(r, u, config, store_url): ("scan", (r, u)) for r, u in repos}
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1)
         ref = ready[0]
         kind, ctx = pending.pop(ref)
-        value = ray.get(ref)
+        try:
+            value = ray.get(ref)
+        except Exception as exc:  # noqa: BLE001 - a worker's crash is recorded against its unit
+            unit_failed(store, kind, ctx, exc)
+            if kind == "scan":
+                tick("repos", 1)
+            continue
         if kind == "scan":
             tick("repos", 1)
             tick("candidates", sum(len(g.items) for g in value))
@@ -289,7 +325,7 @@ def run_ray(repos: list[tuple[str, str]], config: MineConfig, store_url: str, wo
                 continue
             tick("env_ok", len(ctx.items))
             for item in ctx.items:
-                pending[check.remote(item, ctx, value, config, store_url)] = ("validate", item)
+                pending[check.remote(item, ctx, value, config, store_url)] = ("validate", (item, ctx))
         elif value == "validated":
             tick("validated", 1)
 

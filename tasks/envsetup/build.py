@@ -53,7 +53,11 @@ class EnvResult:
 
     @property
     def reason_class(self) -> str:
-        return "" if self.ok or not self.attempts else self.attempts[0].reason_class
+        """The most telling failure: one from an interpreter that exists, over 'python_unavailable'."""
+        if self.ok or not self.attempts:
+            return ""
+        real = [a.reason_class for a in self.attempts if a.reason_class not in ("python_unavailable", "skipped")]
+        return real[0] if real else self.attempts[0].reason_class
 
     @property
     def reason(self) -> str:
@@ -97,7 +101,11 @@ def build_env(
     result = EnvResult(repo, version, env_commit, ok=False)
     tooling = ensure_image(recipes.tooling(options), client)
     bundle = mirror.bundle(env_commit)
+    unavailable: set[str] = set()
     for strategy in recipes.strategies(mirror, env_commit, date, options):
+        if strategy.python in unavailable:  # the same interpreter download would fail the same way
+            result.attempts.append(Attempt(strategy.name, False, "skipped", f"python {strategy.python} unavailable"))
+            continue
         recipe = env_recipe(bundle, repo, version, env_commit, strategy, collect_paths, options, tooling.tag, language)
         t0 = time.monotonic()
         try:
@@ -109,6 +117,8 @@ def build_env(
             if reason_class == "disk_full":
                 raise SandboxError(f"the engine ran out of disk building {repo}@{version}", "free disk space (envfarm images prune)") from None
             result.attempts.append(Attempt(strategy.name, False, reason_class, excerpt(exc.log or exc.problem), time.monotonic() - t0))
+            if reason_class == "python_unavailable":
+                unavailable.add(strategy.python)
             continue
         result.attempts.append(Attempt(strategy.name, True, seconds=built.seconds, cached=built.cached))
         result.ok, result.image = True, built.tag

@@ -64,16 +64,17 @@ def mentioned_versions(files: dict[str, str]) -> list[str]:
 
 
 def choose_pythons(files: dict[str, str], system: str) -> list[str]:
-    """The system Python if the project allows it, else the newest mentioned version it allows."""
+    """Interpreters to try, best first: the system Python whenever `requires-python` allows it (classifiers
+    lag behind releases, and it needs no download), then the newest version the project names."""
     spec = requires_python(files)
     mentioned = mentioned_versions(files)
     allowed = [v for v in KNOWN_MINORS if spec is None or spec.contains(f"{v}.0")]
-    if mentioned:
-        allowed = [v for v in allowed if v in mentioned] or allowed
+    named = [v for v in allowed if v in mentioned] or allowed
     order: list[str] = []
-    if system in allowed and (not mentioned or system in mentioned or int(system.split(".")[1]) <= int(mentioned[-1].split(".")[1]) + 1):
+    newest_named = int(named[-1].split(".")[1]) if named else 99
+    if system in allowed and (not mentioned or int(system.split(".")[1]) <= newest_named + 2):
         order.append(system)
-    for version in reversed(allowed):
+    for version in reversed(named):
         if version not in order:
             order.append(version)
         if len(order) >= 2:
@@ -157,7 +158,7 @@ class PythonRecipes:
         if installable:
             plans.append(("project-only", ["-e", "."] + ["pytest"]))
         strategies: list[Strategy] = []
-        for python in pythons[:2]:
+        for python in pythons[:3]:
             for name, args in plans:
                 strategies.append(self._strategy(f"{name}@py{python}" + ("+capped" if cap else ""), python, args, cap, options))
         if cap:  # the same first plan with today's packages: measures what the time cap buys

@@ -165,7 +165,11 @@ class GitHubClient:
         for doc in self.paginate(f"/repos/{owner_name}/issues", {"state": "closed", "per_page": 100}):
             add_record(activity, "issue", doc)
         if timelines:
-            for number in sorted(activity.issues):
+            # Timelines cost one call per issue: ask only for issues no merged PR already closes by keyword.
+            from tasks.candidates import closing_refs
+
+            linked = {n for p in activity.pulls.values() for n in closing_refs(f"{p.title}\n{p.body}", owner_name)}
+            for number in sorted(set(activity.issues) - linked):
                 for event in self.paginate(f"/repos/{owner_name}/issues/{number}/timeline", {"per_page": 100}):
                     add_record(activity, "timeline", event, number)
         return activity

@@ -28,9 +28,11 @@ def test_versions_from_classifiers_ci_and_tox():
 def test_choose_python_prefers_system_when_allowed_else_newest_allowed():
     assert choose_pythons({"pyproject.toml": '[project]\nrequires-python=">=3.8"\n'}, "3.11")[0] == "3.11"
     old = choose_pythons({"setup.cfg": "[options]\npython_requires = >=3.6, <3.9\n"}, "3.11")
-    assert old[0] == "3.8" and old[-1] == "3.11"
+    assert old[0] == "3.8" and old[-1] == "3.11"  # 3.11 is excluded by <3.9: tried only as a last resort
     classic = choose_pythons({"setup.py": "'Programming Language :: Python :: 3.6',\n'Programming Language :: Python :: 3.7',"}, "3.11")
-    assert classic[0] == "3.7"
+    assert classic[0] == "3.7"  # classifiers end four minors before the system Python: prefer theirs
+    lagging = choose_pythons({"setup.py": "'Programming Language :: Python :: 3.10',\npython_requires='>=3.7'"}, "3.11")
+    assert lagging[:2] == ["3.11", "3.10"]  # classifiers lag releases: the system Python goes first
 
 
 def test_test_extra_and_ci_args():

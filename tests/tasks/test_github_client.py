@@ -38,7 +38,7 @@ class FakeGitHub(BaseHTTPRequestHandler):
         routes = {
             "/repos/acme/calc": "repo.json",
             "/repos/acme/calc/issues": "issues.json",
-            "/repos/acme/calc/issues/1/timeline": "timeline_1.json",
+            "/repos/acme/calc/issues/3/timeline": "timeline_3.json",
         }
         if url.path == "/repos/acme/calc/pulls":
             page = "2" if "page=2" in (url.query or "") else "1"
@@ -79,8 +79,10 @@ def test_activity_with_pagination_timeline_and_etag_cache(server, tmp_path):
     client = GitHubClient(token="good", base_url=server, cache_dir=tmp_path)
     activity = client.repo_activity("acme/calc")
     assert sorted(activity.pulls) == [2, 4]  # #3 was closed without merging
-    assert sorted(activity.issues) == [1]  # the PR the issues API lists is not an issue
-    assert [(r.issue_number, r.pr_number) for r in activity.references] == [(1, 4)]
+    assert sorted(activity.issues) == [1, 3]  # the PR the issues API lists is not an issue
+    assert [(r.issue_number, r.pr_number) for r in activity.references] == [(3, 4)]
+    # Issue #1 is closed by PR #2's keyword: its timeline is not worth a request.
+    assert not any("/issues/1/timeline" in path for path, _, _ in FakeGitHub.seen)
     assert activity.clone_url.endswith("acme/calc.git")
     assert client.stats["not_modified"] == 0
     assert all(auth == "Bearer good" for _, _, auth in FakeGitHub.seen)
@@ -110,7 +112,7 @@ def test_primary_rate_limit_waits_for_reset_then_resumes(server):
     slept: list[float] = []
     client = GitHubClient(token="good", base_url=server, sleep=slept.append, max_wait=120)
     activity = client.repo_activity("acme/calc", timelines=False)
-    assert sorted(activity.issues) == [1]
+    assert sorted(activity.issues) == [1, 3]
     assert 25 <= slept[0] <= 32  # waited for x-ratelimit-reset (then tenacity's short backoff)
     assert client.stats["rate_limited"] == 1
 
