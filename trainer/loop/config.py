@@ -1,0 +1,134 @@
+"""The run's configuration: YAML + `key=value` overrides, validated by pydantic so a bad value names
+its field and the fix before anything starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from envfarm.errors import EnvfarmError
+from trainer.scheduler import SchedulerConfig
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = REPO / "trainer" / "checkpoints" / "tiny"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PolicyCfg(_Strict):
+    checkpoint: str | None = Field(str(TINY), description="folder with config.json + model.safetensors; null = fresh preset")
+    preset: Literal["tiny", "micro"] = "tiny"  # used only when checkpoint is null
+    temperature: float = Field(1.0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_new_tokens: int = Field(12, ge=1, le=4096)
+    draft: Literal["mtp", "none"] = "mtp"
+
+
+class TasksCfg(_Strict):
+    family: Literal["func"] = "func"
+    names: list[str] = Field(default_factory=list, description="subset of the family; empty = all")
+
+
+class RolloutCfg(_Strict):
+    num_workers: int = Field(1, ge=1, le=256)
+    group_size: int = Field(8, ge=2, description="samples per task; GRPO needs >= 2")
+    groups_per_call: int = Field(4, ge=1, description="groups a worker generates per call")
+    grade_timeout: float = Field(5.0, gt=0, description="seconds per program")
+    grade_retries: int = Field(1, ge=0)
+    image: str = ""  # empty: the configured base image
+    worker_cpus: float = Field(1.0, ge=0)
+
+
+class StreamCfg(_Strict):
+    capacity: int = Field(128, ge=1)
+    max_staleness: int = Field(2, ge=0)
+    stale_policy: Literal["drop", "downweight"] = "drop"
+
+
+class AlgoCfg(_Strict):
+    name: Literal["grpo", "mopd"] = "grpo"
+    lr: float = Field(3e-4, gt=0, lt=1)
+    clip_low: float = Field(0.2, gt=0, lt=1)
+    clip_high: float = Field(0.28, gt=0)
+    kl_coef: float = Field(0.0, ge=0)
+    entropy_coef: float = Field(0.0, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    routing_replay: bool = True
+    mopd_alpha: float = 1.0
+    mopd_eps_low: float = 0.5
+    mopd_eps_high: float = 2.0
+    teachers: dict[str, str] = Field(default_factory=dict, description="domain -> checkpoint folder (MOPD)")
+
+    @model_validator(mode="after")
+    def _teachers(self) -> "AlgoCfg":
+        if self.name == "mopd" and not self.teachers:
+            raise ValueError("algo.name is 'mopd' but algo.teachers is empty: add e.g. algo.teachers={code: trainer/checkpoints/tiny}")
+        return self
+
+
+class TrainCfg(_Strict):
+    steps: int = Field(60, ge=1)
+    groups_per_step: int = Field(4, ge=1)
+    checkpoint_every: int = Field(5, ge=1)
+    out_dir: str = ".envfarm/train/demo"
+    seed: int = 0
+    max_minutes: float = Field(0, ge=0, description="stop (after a checkpoint) once this many minutes passed; 0 = no limit")
+    resume: bool = True
+    torch_threads: int = Field(1, ge=1)
+
+
+class RunConfig(_Strict):
+    name: str = "demo"
+    policy: PolicyCfg = Field(default_factory=PolicyCfg)
+    tasks: TasksCfg = Field(default_factory=TasksCfg)
+    rollout: RolloutCfg = Field(default_factory=RolloutCfg)
+    stream: StreamCfg = Field(default_factory=StreamCfg)
+    algo: AlgoCfg = Field(default_factory=AlgoCfg)
+    train: TrainCfg = Field(default_factory=TrainCfg)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    store_url: str | None = None  # null: ENVFARM_DB_URL or the SQLite file under ~/.envfarm
+    ray_address: str | None = None  # null: RAY_ADDRESS or a local Ray
+
+
+def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise EnvfarmError(f"override {dotted}: {k} is not a section", "override a leaf such as train.steps=10")
+    node[keys[-1]] = value
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:  # type: ignore[assignment]
+    raw: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.exists():
+            raise EnvfarmError(f"config file {p} does not exist", "pass --config trainer/configs/demo.yaml or another YAML file")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise EnvfarmError(f"config file {p} is not valid YAML: {str(exc).splitlines()[0]}", "fix the YAML syntax") from None
+        if not isinstance(raw, dict):
+            raise EnvfarmError(f"config file {p} must be a mapping of sections", "see trainer/configs/demo.yaml")
+    for item in overrides:
+        if "=" not in item:
+            raise EnvfarmError(f"override {item!r} is not key=value", "write overrides like train.steps=10")
+        key, value = item.split("=", 1)
+        _set(raw, key.strip(), yaml.safe_load(value) if value.strip() else "")
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(x) for x in err["loc"]) or "config"
+        if err["type"] == "value_error":  # a cross-field check: its message already names fields and fix
+            problem, _, fix = err["msg"].removeprefix("Value error, ").partition(": ")
+            raise EnvfarmError(f"bad config: {problem}", fix or "see trainer/configs/demo.yaml") from None
+        hint = "remove it (unknown field)" if err["type"] == "extra_forbidden" else "give a valid value"
+        raise EnvfarmError(f"bad config value {field}={err.get('input')!r}: {err['msg']}", f"{hint}; see trainer/configs/demo.yaml") from None

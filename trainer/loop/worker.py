@@ -1,0 +1,120 @@
+"""A rollout worker (a Ray actor): holds the policy and a sandbox, samples groups for the tasks it is
+given, grades them in the sandbox and publishes one RewardEvent per rollout to the stream.
+
+Rollout ids are assigned by the trainer (`{group_id}-{i}`), so when a call is retried after a worker
+died, the re-published rewards of rollouts that already made it are dropped as duplicates and the group
+still completes. A sandbox that dies is replaced and the grading retried; if it keeps failing the
+rollouts are published as failed (details.failure) so they are accounted for but never trained on.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import ray
+import torch
+
+from envfarm.errors import SandboxError
+from envfarm.stream.events import RewardEvent
+from envfarm.stream.ray_stream import publish_blocking
+from trainer.loop import payload
+from trainer.loop.config import RunConfig
+from trainer.rollout.sampling import SamplingParams
+from trainer.tasks_func import family_tasks, grade_batch
+
+
+def build_policy(cfg: RunConfig):  # type: ignore[no-untyped-def]
+    from trainer.model import PolicyModel
+    from trainer.model.config import micro, tiny
+    from trainer.rollout.policy import Policy
+
+    if cfg.policy.checkpoint:
+        return Policy.from_checkpoint(cfg.policy.checkpoint)
+    torch.manual_seed(cfg.train.seed)
+    return Policy(PolicyModel(tiny() if cfg.policy.preset == "tiny" else micro()).eval())
+
+
+class RolloutWorker:
+    def __init__(self, cfg_json: str, index: int, run_id: str, stream: Any) -> None:
+        self.cfg = RunConfig.model_validate_json(cfg_json)
+        torch.set_num_threads(self.cfg.train.torch_threads)
+        self.index, self.run_id, self.stream = index, run_id, stream
+        self.policy = build_policy(self.cfg)
+        self.version = -1
+        self.tasks = {t.id: t for t in family_tasks(self.cfg.tasks.names)}
+        self.sandbox = None
+        p = self.cfg.policy
+        self.sampling = SamplingParams(max_new_tokens=p.max_new_tokens, temperature=p.temperature, top_p=p.top_p, stop=["\n"])
+        self.draft = None if p.draft == "none" else "mtp"
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def _sandbox(self):  # type: ignore[no-untyped-def]
+        if self.sandbox is None:
+            from envfarm.config import settings
+            from envfarm.sandbox.docker import DockerSandbox
+
+            self.sandbox = DockerSandbox(self.cfg.rollout.image or settings().base_image, run_id=self.run_id,
+                                         task_id=f"rollout-worker-{self.index}")
+        return self.sandbox
+
+    def _drop_sandbox(self) -> None:
+        if self.sandbox is not None:
+            try:
+                self.sandbox.close()
+            except Exception:  # noqa: BLE001 - it is already dead; gc removes leftovers by run label
+                pass
+            self.sandbox = None
+
+    def _grade(self, programs: list[str]) -> tuple[list[Any] | None, str]:
+        reason = ""
+        for _ in range(self.cfg.rollout.grade_retries + 1):
+            try:
+                return grade_batch(self._sandbox(), programs, self.cfg.rollout.grade_timeout), ""
+            except SandboxError as exc:
+                reason = exc.line()
+                self._drop_sandbox()
+        return None, reason
+
+    def rollout(self, work: list[dict[str, str]], weights: list[Any], version: int) -> dict[str, Any]:
+        """work: [{group_id, task_id}]; weights: [ObjectRef of a state dict] (nested so Ray does not fetch
+        it unless the version changed)."""
+        if version != self.version:
+            self.policy.model.load_state_dict(ray.get(weights[0]))
+            self.policy.model.eval()
+            self.version = version
+        g = self.cfg.rollout.group_size
+        tasks = [self.tasks[w["task_id"]] for w in work]
+        t0 = time.perf_counter()
+        batch = self.policy.generate([t.prompt for t in tasks for _ in range(g)], self.sampling, draft=self.draft)
+        gen_s = time.perf_counter() - t0
+        texts = [self.policy.tokenizer.decode(c.tokens) for c in batch.completions]
+        programs = [tasks[i // g].program(texts[i]) for i in range(len(texts))]
+        t1 = time.perf_counter()
+        grades, failure = self._grade(programs)
+        grade_s = time.perf_counter() - t1
+        statuses = []
+        for i, c in enumerate(batch.completions):
+            w, task = work[i // g], tasks[i // g]
+            details: dict[str, Any] = {"text": texts[i][:200], "worker": self.index}
+            if grades is None:
+                details["failure"] = failure
+                reward, passed = 0.0, False
+            else:
+                passed = grades[i].passed
+                reward = 1.0 if passed else 0.0
+                if not passed:
+                    details["error"] = grades[i].error[-160:]
+            event = RewardEvent(rollout_id=f"{w['group_id']}-{i % g}", task_id=task.id, policy_version=version,
+                                reward=reward, passed=passed, group_id=w["group_id"], group_size=g, run_id=self.run_id,
+                                domain=task.domain, payload=payload.encode(c), details=details)
+            statuses.append(publish_blocking(self.stream, event))
+        return {"gen_s": gen_s, "grade_s": grade_s, "tokens": sum(len(c.tokens) for c in batch.completions),
+                "rollouts": len(batch.completions), "duplicates": statuses.count("duplicate"),
+                "failed": 0 if grades is not None else len(programs), "acceptance": batch.stats.get("mean_acceptance_length", 1.0)}
+
+    def close(self) -> None:
+        self._drop_sandbox()
