@@ -12,7 +12,7 @@ import socket
 from dataclasses import dataclass
 
 import docker
-from docker.errors import DockerException, NotFound
+from docker.errors import APIError, DockerException, NotFound
 
 from envfarm.sandbox.docker import LABEL_HOST, LABEL_MANAGED, LABEL_PID, LABEL_RUN
 from envfarm.store.db import Store
@@ -55,12 +55,19 @@ def orphaned(labels: dict[str, str], runs: dict[str, RunRow], this_host: str) ->
     return owner_dead_here
 
 
+def _labels(container) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """Labels of a sparse list entry (top-level `Labels`, not `Config.Labels`)."""
+    return container.attrs.get("Labels") or {}
+
+
 def collect(client: docker.DockerClient, store: Store | None, remove_all: bool = False, dry_run: bool = False) -> GcReport:
     report = GcReport()
-    containers = client.containers.list(all=True, filters={"label": f"{LABEL_MANAGED}=true"})
+    # sparse: labels come with the list itself, so a container removed meanwhile (by its owner, or by
+    # another gc) cannot fail the sweep with a 404 on a per-container inspect.
+    containers = client.containers.list(all=True, sparse=True, filters={"label": f"{LABEL_MANAGED}=true"})
     runs: dict[str, RunRow] = {}
     if store is not None and not remove_all:
-        run_ids = {c.labels.get(LABEL_RUN, "") for c in containers}
+        run_ids = {_labels(c).get(LABEL_RUN, "") for c in containers}
         with store.session() as session:
             for run_id in run_ids:
                 row = session.get(RunRow, run_id)
@@ -69,13 +76,18 @@ def collect(client: docker.DockerClient, store: Store | None, remove_all: bool =
     this_host = socket.gethostname()
     for container in containers:
         report.examined += 1
-        if remove_all or orphaned(container.labels, runs, this_host):
+        if remove_all or orphaned(_labels(container), runs, this_host):
             report.removed.append(container.id[:12])
             if not dry_run:
                 try:
                     container.remove(force=True, v=True)
                 except NotFound:
                     pass
+                except APIError as exc:
+                    if "no such container" in str(exc).lower():
+                        continue
+                    report.removed.pop()
+                    report.kept += 1
                 except DockerException:
                     report.removed.pop()
                     report.kept += 1
