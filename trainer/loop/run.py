@@ -133,6 +133,11 @@ class Trainer:
         return ray.remote(RolloutWorker).options(num_cpus=self.cfg.rollout.worker_cpus, max_restarts=0).remote(
             self.cfg.model_dump_json(), index, run_id, stream)
 
+    def _write_worker_pids(self, workers: list[Any]) -> None:
+        """Operators (and the fault tests) find the rollout worker processes here."""
+        pids = ray.get([w.pid.remote() for w in workers])
+        (self.out / "workers.json").write_text(json.dumps({"pids": pids, "driver": os.getpid()}))
+
     def _loop(self, cfg: RunConfig, store: Any, run_id: str, state: dict[str, Any] | None, workers: list[Any], t_start: float) -> dict[str, Any]:
         policy = build_policy(cfg)
         model = policy.model
@@ -160,6 +165,7 @@ class Trainer:
         if recovered:
             self.console.print(f"reward stream: {recovered} uncommitted reward(s) recovered from the ledger")
         workers.extend(self._new_worker(i, run_id, stream) for i in range(cfg.rollout.num_workers))
+        self._write_worker_pids(workers)
         weights = ray.put(_cpu_state(model))
         inflight: dict[Any, tuple[int, list[dict[str, str]]]] = {}
         uncommitted: list[str] = list(state["uncommitted"]) if state else []
@@ -189,6 +195,7 @@ class Trainer:
                     totals["worker_restarts"] += 1
                     self.console.print(f"[yellow]rollout worker {i} died; restarting it and retrying its {len(work)} group(s)[/]")
                     workers[i] = self._new_worker(i, run_id, stream)
+                    self._write_worker_pids(workers)
                     dispatch(i, work)
 
         for i in range(len(workers)):
