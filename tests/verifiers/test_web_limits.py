@@ -94,3 +94,22 @@ def test_bad_inputs_are_named():
             pass
     with pytest.raises(EnvfarmError, match="does not exist"):
         WebVerifier().verify_app(WEBAPPS / "nope", {"steps": [{"goto": "/"}]})
+
+
+def test_shared_host_relaunches_a_dead_browser(tmp_path, web_ready):
+    script = load_script({"steps": [{"goto": "/", "expect": [{"text": {"selector": "#count", "equals": "0"}}]}]})
+
+    async def go():
+        async with BrowserHost() as host:
+            first_pid = host.pid
+            host.kill()  # what the memory watchdog does to a runaway page's browser
+            for _ in range(50):
+                if not host.alive:
+                    break
+                await asyncio.sleep(0.1)
+            reward = await verify_web_async(host, WEBAPPS / "clicker" / "correct", script, tmp_path)
+            return first_pid, host.pid, host.restarts, reward
+
+    first_pid, new_pid, restarts, reward = asyncio.run(go())
+    assert restarts == 1 and new_pid != first_pid
+    assert reward.passed, reward.details["failed_checks"]

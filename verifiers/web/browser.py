@@ -111,6 +111,8 @@ class BrowserHost:
     peak_memory: int = 0
     _marker: str = ""
     _watchdog: asyncio.Task | None = None
+    _restart_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    restarts: int = 0
 
     async def start(self) -> "BrowserHost":
         self._marker = f"--envfarm-browser={uuid.uuid4().hex}"
@@ -140,6 +142,17 @@ class BrowserHost:
     @property
     def alive(self) -> bool:
         return self.browser is not None and self.browser.is_connected()
+
+    async def ensure_alive(self) -> None:
+        """Relaunch a browser that died (killed by the watchdog, or crashed) so a shared host keeps
+        serving the verifications queued behind the one that broke it."""
+        async with self._restart_lock:
+            if self.alive:
+                return
+            await self.close()
+            self.killed_for_memory = False
+            self.restarts += 1
+            await self.start()
 
     def kill(self) -> None:
         """Last resort for a hung page: take the whole browser down (Playwright calls then fail fast)."""

@@ -57,6 +57,7 @@ async def verify_web_async(
     deterministic reward and only records the judge's verdict); `passed` stays deterministic."""
     start = time.monotonic()
     out_dir.mkdir(parents=True, exist_ok=True)
+    await host.ensure_alive()
     with serve_app(app) as origin:
         record = await run_session(host, origin, script, out_dir)
     frames: Frames | None = None
