@@ -125,12 +125,17 @@ def export(out: Path = typer.Option(Path("tasks.jsonl"), "--out"), repo: Optiona
 
 
 @app.command("funnel")
-def show_funnel() -> None:
-    """Print the funnel of everything mined so far."""
+def show_funnel(json_out: Optional[Path] = typer.Option(None, "--json", help="also write the funnel as JSON here")) -> None:
+    """Print the funnel of everything mined so far (per repository, with env success rate)."""
+    import json
+
     from envfarm.store import open_store
     from tasks.store import funnel
 
-    print_funnel(funnel(open_store()))
+    summary = funnel(open_store())
+    print_funnel(summary)
+    if json_out:
+        json_out.write_text(json.dumps(summary, indent=2) + "\n")
 
 
 @app.command("dump-from-git")

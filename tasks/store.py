@@ -74,6 +74,10 @@ def funnel(store: Store, repos: list[str] | None = None) -> dict[str, Any]:
         if repos:
             repo_query = repo_query.where(MiningRepoRow.repo.in_(repos))
         repo_rows = session.execute(repo_query).all()
+        env_query = select(MiningEnvRow.repo, MiningEnvRow.status, MiningEnvRow.reason_class)
+        if repos:
+            env_query = env_query.where(MiningEnvRow.repo.in_(repos))
+        env_rows = session.execute(env_query).all()
     statuses = Counter(status for _, status, _ in rows)
     reasons = Counter(f"{status}:{reason}" for _, status, reason in rows if reason)
     per_repo: dict[str, Counter[str]] = {}
@@ -82,8 +86,14 @@ def funnel(store: Store, repos: list[str] | None = None) -> dict[str, Any]:
     prs = len(rows)
     candidates = prs - statuses["filtered"]
     env_ok = candidates - statuses["env_failed"] - statuses["pending"]
+    envs: dict[str, Counter[str]] = {}
+    for repo, status, reason in env_rows:
+        envs.setdefault(repo, Counter())[f"{status}{':' + reason if reason else ''}"] += 1
+    env_total = len(env_rows)
     return {
         "repos": {f"{s}{':' + r if r else ''}": n for s, r, n in repo_rows},
+        "env_images": {repo: dict(c) for repo, c in sorted(envs.items())},
+        "env_success_rate": round(sum(1 for _, st, _ in env_rows if st == "ok") / env_total, 3) if env_total else None,
         "pull_requests": prs,
         "candidates": candidates,
         "env_built": env_ok,

@@ -132,6 +132,8 @@ def validate(
     except INFRA_ERRORS as exc:
         raise InfraFailure("engine_error", exc.line()[:500]) from exc
     summary = [{"state": r.state, "exit_code": r.exit_code, "tests": len(r.results), "usable": r.usable, "problems": r.problems[:3], "seconds": round(r.duration, 2)} for r in runs]
+    if all(r.exit_code == 5 and not r.results for r in runs):  # pytest's "no tests collected"
+        return Validation(False, "no_tests_collected", "the tests touched by test_patch collect no test in either state", runs=summary)
     unusable = [r for r in runs if not r.usable]
     if unusable:
         return Validation(False, "untrustworthy_log", "; ".join(unusable[0].problems)[:500], runs=summary)

@@ -31,6 +31,9 @@ def test_idempotent_writes_funnel_and_export(store, tmp_path):
     assert (summary["pull_requests"], summary["candidates"], summary["env_built"], summary["validated"]) == (4, 3, 2, 1)
     assert summary["reasons"] == {"filtered:docs_only": 1, "env_failed:build_error": 1, "rejected:no_fail_to_pass": 1}
     assert summary["repos"] == {"scanned": 1, "failed:repo_not_found": 1}
+    record_env(store, "acme/calc@0.2+y", "acme/calc", "0.2+y", "failed", reason_class="build_error")
+    summary = funnel(store)
+    assert summary["env_images"] == {"acme/calc": {"ok": 1, "failed:build_error": 1}} and summary["env_success_rate"] == 0.5
     assert [t.instance_id for t in load_tasks(store)] == ["acme__calc-2"]
     out = tmp_path / "tasks.jsonl"
     assert export_jsonl(store, out) == 1
