@@ -80,6 +80,7 @@ class TrainCfg(_Strict):
     max_minutes: float = Field(0, ge=0, description="stop (after a checkpoint) once this many minutes passed; 0 = no limit")
     resume: bool = True
     torch_threads: int = Field(1, ge=1)
+    eval_samples: int = Field(16, ge=0, description="samples per task for the start/end evaluation on the whole family; 0 = off")
 
 
 class RunConfig(_Strict):

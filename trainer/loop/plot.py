@@ -23,6 +23,13 @@ def write_plot(metrics_file: Path, out: Path, title: str = "") -> Path | None:
     if len(rows) >= k:
         smooth = [sum(r["reward_mean"] for r in rows[max(0, i - k + 1):i + 1]) / min(k, i + 1) for i in range(len(rows))]
         ax.plot(steps, smooth, label=f"mean reward ({k}-step average)", linewidth=2)
+    evals_file = metrics_file.with_name("eval.jsonl")
+    if evals_file.exists():
+        evals = [json.loads(line) for line in evals_file.read_text().splitlines() if line.strip()]
+        evals = [e for e in evals if "mean" in e]
+        if evals:
+            ax.scatter([e["step"] for e in evals], [e["mean"] for e in evals], marker="D", s=50, color="black", zorder=5,
+                       label="eval: pass rate on every task (fixed samples)")
     ax.set_xlabel("trainer step (policy version)")
     ax.set_ylabel("reward / pass rate")
     ax.set_ylim(-0.02, 1.02)

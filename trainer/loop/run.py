@@ -168,11 +168,11 @@ class Trainer:
         self._write_worker_pids(workers)
         weights = ray.put(_cpu_state(model))
         inflight: dict[Any, tuple[int, list[dict[str, str]]]] = {}
-        uncommitted: list[str] = list(state["uncommitted"]) if state else []
-        uncommitted = []  # committed on resume above
+        uncommitted: list[str] = []  # the checkpoint's own list was committed before the stream started
         seen: set[str] = set()
         totals = {"gen_tokens": 0, "gen_s": 0.0, "grade_s": 0.0, "wait_s": 0.0, "train_s": 0.0, "train_tokens": 0, "worker_restarts": 0, "failed_rollouts": 0}
         acceptance: list[float] = []
+        calls: list[dict[str, float]] = []
         first_step = step
 
         def dispatch(i: int, work: list[dict[str, str]] | None = None) -> None:
@@ -190,6 +190,7 @@ class Trainer:
                     totals["grade_s"] += s["grade_s"]
                     totals["failed_rollouts"] += s["failed"]
                     acceptance.append(s["acceptance"])
+                    calls.append({"tokens": s["tokens"], "gen_s": s["gen_s"], "grade_s": s["grade_s"], "rollouts": s["rollouts"]})
                     dispatch(i)
                 except ray.exceptions.RayActorError:  # the worker died: a new one redoes the same groups
                     totals["worker_restarts"] += 1
@@ -198,6 +199,20 @@ class Trainer:
                     self._write_worker_pids(workers)
                     dispatch(i, work)
 
+        def evaluate(label: str) -> dict[str, Any] | None:
+            if not cfg.train.eval_samples:
+                return None
+            t0 = time.perf_counter()
+            result = ray.get(workers[0].evaluate.remote([weights], version, cfg.train.eval_samples))
+            result.update(step=step, when=label, seconds=round(time.perf_counter() - t0, 1))
+            with (self.out / "eval.jsonl").open("a") as f:
+                f.write(json.dumps(result) + "\n")
+            if "mean" in result:
+                self.console.print(f"eval ({label}, step {step}): pass rate over all {len(result['per_task'])} tasks "
+                                   f"{result['mean']:.3f} ({cfg.train.eval_samples} samples each)", highlight=False)
+            return result
+
+        eval_start = evaluate("start")
         for i in range(len(workers)):
             dispatch(i)
         while step < cfg.train.steps:
@@ -223,7 +238,8 @@ class Trainer:
             metrics = self._update(model, opt, trainable, weights_by_group, cfg, grpo_cfg, mopd_cfg, teachers, ref_model)
             train_s = time.perf_counter() - t_train
             totals["train_s"] += train_s
-            totals["train_tokens"] += metrics.pop("tokens", 0)
+            train_tokens = metrics.pop("tokens", 0)
+            totals["train_tokens"] += train_tokens
             step += 1
             version += 1
             weights = ray.put(_cpu_state(model))
@@ -231,7 +247,7 @@ class Trainer:
             row = {"step": step, "version": version, "reward_mean": sum(e.reward for e in ok) / max(1, len(ok)),
                    "pass_at_k": sum(any(e.passed for e in g) for g in groups) / max(1, len(groups)),
                    "groups": len(groups), "trained_groups": len(trainable), "failed_rollouts": len(events) - len(ok),
-                   "staleness_max": stale_seen, "dropped_stale": dropped, "wait_s": round(wait_s, 3), "train_s": round(train_s, 3),
+                   "staleness_max": stale_seen, "dropped_stale": dropped, "wait_s": round(wait_s, 3), "train_s": round(train_s, 3), "train_tokens": train_tokens,
                    "elapsed_s": round(time.time() - t_start, 1), "rollout_ids": [e.rollout_id for e in events],
                    "tasks": sorted({g[0].task_id for g in groups}), **metrics}
             with self.metrics_file.open("a") as f:
@@ -252,6 +268,14 @@ class Trainer:
                 self.console.print(f"[yellow]train.max_minutes={cfg.train.max_minutes} reached: stopping after step {step}[/]")
                 break
 
+        for ref in list(inflight):  # let the last calls finish so the end evaluation has the machine
+            try:
+                ray.get(ref, timeout=120)
+            except Exception:  # noqa: BLE001 - a worker dying here changes nothing that was trained
+                pass
+        inflight.clear()
+        eval_end = evaluate("end")
+        write_plot(self.metrics_file, self.out / "reward.png", f"{cfg.name}: {run_id}")
         stats = ray.get(stream.stats.remote())
         elapsed = time.time() - t_start
         steps_done = step - first_step
@@ -261,7 +285,8 @@ class Trainer:
                 "trainer_wait_fraction": round(totals["wait_s"] / max(1e-9, totals["wait_s"] + totals["train_s"]), 3),
                 "mean_acceptance_length": round(sum(acceptance) / max(1, len(acceptance)), 3),
                 "worker_restarts": totals["worker_restarts"], "failed_rollouts": totals["failed_rollouts"],
-                "stream": stats, "out_dir": str(self.out), "plot": str(self.out / "reward.png")}
+                "eval_start": (eval_start or {}).get("mean"), "eval_end": (eval_end or {}).get("mean"),
+                "calls": calls, "stream": stats, "out_dir": str(self.out), "plot": str(self.out / "reward.png")}
 
     def _update(self, model: Any, opt: Any, groups: list[list[Any]], group_weights: dict[str, float], cfg: RunConfig,
                 grpo_cfg: GRPOConfig, mopd_cfg: MOPDConfig, teachers: dict[str, Any], ref_model: Any) -> dict[str, float]:

@@ -116,5 +116,21 @@ class RolloutWorker:
                 "rollouts": len(batch.completions), "duplicates": statuses.count("duplicate"),
                 "failed": 0 if grades is not None else len(programs), "acceptance": batch.stats.get("mean_acceptance_length", 1.0)}
 
+    def evaluate(self, weights: list[Any], version: int, samples: int) -> dict[str, Any]:
+        """Pass rate of every task in the family with `samples` draws each, graded like training
+        rollouts but published nowhere: a fixed yardstick that the scheduler's task mix cannot bias."""
+        if version != self.version:
+            self.policy.model.load_state_dict(ray.get(weights[0]))
+            self.policy.model.eval()
+            self.version = version
+        tasks = list(self.tasks.values())
+        batch = self.policy.generate([t.prompt for t in tasks for _ in range(samples)], self.sampling, draft=self.draft)
+        texts = [self.policy.tokenizer.decode(c.tokens) for c in batch.completions]
+        grades, failure = self._grade([tasks[i // samples].program(x) for i, x in enumerate(texts)])
+        if grades is None:
+            return {"error": failure}
+        per_task = {t.id: sum(g.passed for g in grades[j * samples:(j + 1) * samples]) / samples for j, t in enumerate(tasks)}
+        return {"per_task": per_task, "mean": sum(per_task.values()) / len(per_task), "samples": samples}
+
     def close(self) -> None:
         self._drop_sandbox()

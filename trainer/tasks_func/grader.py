@@ -20,11 +20,14 @@ items = json.load(open(sys.argv[1]))
 out = []
 for it in items:
     t = time.monotonic()
-    try:
-        r = subprocess.run([sys.executable, "-I", "-c", it["program"]], capture_output=True, timeout=it["timeout"], cwd="/tmp")
+    try:  # the program goes in on stdin: a policy's output may hold bytes (NUL) no argv can carry
+        r = subprocess.run([sys.executable, "-I", "-"], input=it["program"].encode("utf-8", "surrogateescape"),
+                           capture_output=True, timeout=it["timeout"], cwd="/tmp")
         out.append({"exit": r.returncode, "err": r.stderr.decode(errors="replace")[-300:], "s": time.monotonic() - t})
     except subprocess.TimeoutExpired:
         out.append({"exit": 124, "err": "timeout", "s": time.monotonic() - t})
+    except Exception as e:  # one odd program must not cost the batch its results
+        out.append({"exit": 125, "err": f"grader: {type(e).__name__}: {e}", "s": time.monotonic() - t})
 print("ENVFARM-RESULTS " + json.dumps(out))
 """
 

@@ -150,3 +150,23 @@ def test_step_limit_and_a_sandbox_that_dies_mid_episode(swe_task, engine_client)
     assert transcript.finish_reason == "sandbox_error" and reward.value == 0
     assert reward.details["failure"] == "sandbox_error" and "sandbox died 2 time(s)" in reward.details["reason"]
     assert len(made) == 2  # retried once on a fresh sandbox, then recorded as failed; both closed (no leak check fails)
+
+
+@pytest.mark.engine
+def test_a_learned_policy_that_emits_garbage_costs_steps_not_crashes(swe_task, engine_client):
+    import torch
+
+    from trainer.agent.lm import LMAgentPolicy
+    from trainer.model import PolicyModel, micro
+    from trainer.rollout import SamplingParams
+    from trainer.rollout.policy import Policy
+
+    torch.manual_seed(0)
+    lm = LMAgentPolicy(Policy(PolicyModel(micro()).eval()), SamplingParams(max_new_tokens=16, temperature=1.0, seed=0), draft=None,
+                       max_prompt_tokens=512)
+    with _sandbox_factory(engine_client)(swe_task) as sandbox:
+        t = run_episode(lm, swe_task, sandbox, EpisodeLimits(max_steps=3, max_tokens=40))
+    assert t.finish_reason in ("max_steps", "max_tokens") and t.tool_errors == t.steps
+    assert all(m["content"].startswith("error: no tool call found") for m in t.messages if m["role"] == "tool")
+    assert len(lm.turns) == t.steps and all(c.routing is not None for c in lm.turns)  # kept for training (R3)
+    assert t.patch == ""

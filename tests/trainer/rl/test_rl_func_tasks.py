@@ -15,7 +15,8 @@ BY_ID = {t.id: t for t in FAMILY}
 def test_correct_and_wrong_completions(docker_sandbox):
     cases = [("int-literal", "6\n", True), ("int-literal", "'6'\n", False), ("str-literal", "'ok'\n", True),
              ("return-zero", " 0\n", True), ("return-zero", " 1\n", False), ("identity", " x\n", True),
-             ("any-value", "(", False), ("else-branch", "2\n", True), ("not-none", "None\n", False)]
+             ("any-value", "(", False), ("else-branch", "2\n", True), ("not-none", "None\n", False),
+             ("any-value", "1\x00\n", False), ("str-literal", "'\u00e9\ud800'\n", False)]  # NUL and a lone surrogate: graded, not crashed
     grades = grade_batch(docker_sandbox, [BY_ID[t].program(c) for t, c, _ in cases], per_program_timeout=5)
     assert [g.passed for g in grades] == [ok for _, _, ok in cases]
     assert "SyntaxError" in grades[6].error and "AssertionError" in grades[1].error

@@ -20,7 +20,7 @@ from trainer.loop.config import TINY, load_config
 
 pytestmark = [pytest.mark.ray, pytest.mark.engine]
 REPO = Path(__file__).resolve().parents[3]
-FAST = ["rollout.group_size=4", "rollout.groups_per_call=2", "train.groups_per_step=2", "policy.max_new_tokens=8",
+FAST = ["rollout.group_size=4", "rollout.groups_per_call=2", "train.groups_per_step=2", "policy.max_new_tokens=8", "train.eval_samples=4",
         "tasks.names=[any-value,int-literal,int-sum,else-branch,paren]"]
 
 
@@ -65,6 +65,8 @@ def test_train_checkpoint_resume(tmp_path, ray_local):
     assert [r["step"] for r in rows] == [1, 2, 3] and all(r["groups"] == 2 for r in rows)
     assert all(r["routing_agreement"] > 0 for r in rows if "routing_agreement" in r)
     check_exactly_once(out, url)
+    evals = [json.loads(x) for x in (out / "eval.jsonl").read_text().splitlines()]
+    assert [e["when"] for e in evals] == ["start", "end"] and len(evals[0]["per_task"]) == 5
 
     resumed = train(cfg.model_copy(update={"train": cfg.train.model_copy(update={"steps": 5})}))
     assert resumed["run_id"] == first["run_id"] and resumed["steps"] == 5 and resumed["steps_this_process"] == 2
