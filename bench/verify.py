@@ -102,7 +102,14 @@ async def run_corpus(host: BrowserHost, parallel: int, out_root: Path) -> tuple[
             script.step_timeout_ms = 3000
             start = time.perf_counter()
             reward = await verify_web_async(host, WEBAPPS / app / variant, script, out_root / f"p{parallel}" / app / variant)
-            return {"app": app, "variant": variant, "passed": reward.passed, "value": reward.value, "seconds": time.perf_counter() - start}
+            return {
+                "app": app,
+                "variant": variant,
+                "passed": reward.passed,
+                "value": reward.value,
+                "seconds": time.perf_counter() - start,
+                "failed_checks": reward.details["failed_checks"],
+            }
 
     start = time.perf_counter()
     rows = await asyncio.gather(*(one(a, v) for a, v in corpus()))
@@ -125,7 +132,7 @@ async def bench_web(out_root: Path) -> dict:
                 "seconds_per_verification_p90": round(seconds[int(0.9 * (len(seconds) - 1))], 2),
                 "accuracy": round(right / len(rows), 4),
                 "correct_apps_passed": f"{sum(r['passed'] for r in correct_ok)}/{len(correct_ok)}",
-                "misclassified": [f"{r['app']}/{r['variant']}" for r in rows if (r["variant"] == "correct") != r["passed"]],
+                "misclassified": {f"{r['app']}/{r['variant']}": r["failed_checks"] for r in rows if (r["variant"] == "correct") != r["passed"]},
             }
         results["browser_peak_pss_mib"] = round(host.peak_memory / 2**20)
     base = results["by_parallel_contexts"]["1"]["verifications_per_min"]

@@ -33,6 +33,10 @@ class Frames:
     def __len__(self) -> int:
         return len(self.times)
 
+    @property
+    def period(self) -> float:
+        return float(self.times[1] - self.times[0]) if len(self.times) > 1 else 1.0
+
     def index_at(self, t: float) -> int:
         return int(np.clip(np.searchsorted(self.times, t, side="right") - 1, 0, len(self) - 1))
 
