@@ -47,4 +47,4 @@ def train(
     from trainer.loop.run import train as run_train
 
     summary = run_train(cfg, console)
-    console.print_json(data={k: v for k, v in summary.items() if k != "stream"})
+    console.print_json(data={k: v for k, v in summary.items() if k not in ("stream", "calls")})
