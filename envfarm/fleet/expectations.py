@@ -29,8 +29,12 @@ class Expectations:
         self._lock = threading.Lock()
 
     def expect_create(self, fleet: str, pod: dict[str, Any]) -> None:
+        """Keeps the pod's compact view (built once here), not the pod, for the planner."""
+        from envfarm.fleet.views import PodView
+
         with self._lock:
-            self._adds.setdefault(fleet, {})[pod["metadata"]["name"]] = (self._clock(), pod)
+            now = self._clock()
+            self._adds.setdefault(fleet, {})[pod["metadata"]["name"]] = (now, PodView.from_pod(pod, now))
 
     def expect_delete(self, fleet: str, name: str) -> None:
         with self._lock:
@@ -85,7 +89,7 @@ class Expectations:
         with self._lock:
             self._dels.get(fleet, {}).pop(name, None)
 
-    def pending(self, fleet: str) -> tuple[dict[str, dict[str, Any]], set[str]]:
+    def pending(self, fleet: str) -> tuple[dict[str, Any], set[str]]:
         """(pods created but unseen, names deleted but still seen), after dropping stale entries."""
         with self._lock:
             horizon = self._clock() - self._ttl

@@ -108,6 +108,7 @@ class FleetPlanner:
         in_flight_creates: dict[str, dict[str, Any]] | None = None,
         in_flight_deletes: set[str] | None = None,
         in_flight_bindings: dict[str, Binding] | None = None,
+        max_creates: int | None = None,
     ) -> Plan:
         plan = Plan()
         acc = self.accounting
@@ -115,16 +116,12 @@ class FleetPlanner:
         in_flight_bindings = in_flight_bindings or {}
         views: dict[str, PodView] = {}
         for view in pods:
-            binding = in_flight_bindings.get(view.name)
+            binding = in_flight_bindings.get(view.name) if in_flight_bindings else None
             views[view.name] = view.with_binding(*binding) if binding else view
         for name, pod in (in_flight_creates or {}).items():
             if name not in views:
-                views[name] = PodView.from_pod(pod, now)
+                views[name] = pod if isinstance(pod, PodView) else PodView.from_pod(pod, now)
         used_indices: dict[str, set[int]] = {}
-        for name, view in views.items():
-            index = L.parse_index(name)
-            if index is not None:
-                used_indices.setdefault(view.image, set()).add(index)
 
         claims_by_name = {claim.name: claim for claim in claims}
         live = 0
@@ -133,14 +130,22 @@ class FleetPlanner:
         warm_ready: dict[str, list[PodView]] = {}
         warm_pending: dict[str, list[PodView]] = {}
         resetting: dict[str, int] = {}
-        counts = {"ready": 0, "pending": 0, "claimed": 0, "warm": 0}
+        ready = pending = claimed = warm = 0
+        counted_ready = acc.counted_ready
+        startup_horizon = now - spec.startup_timeout_seconds
+        idle_horizon = now - spec.idle_timeout_seconds if spec.idle_timeout_seconds else None
 
+        # The hot loop (one pass over every pod of the fleet): locals and early exits on purpose.
         for view in views.values():
-            if view.name in in_flight_deletes or view.deleting:
+            if view.index >= 0:
+                indices = used_indices.get(view.image)
+                if indices is None:
+                    indices = used_indices[view.image] = set()
+                indices.add(view.index)
+            if view.deleting or view.name in in_flight_deletes:
                 continue
             failure = view.failure
-            if failure is None and not view.ready and view.phase == "Pending" \
-                    and now - view.created > spec.startup_timeout_seconds:
+            if failure is None and not view.ready and view.phase == "Pending" and view.created < startup_horizon:
                 failure = Failure(FailureClass.UNSCHEDULABLE if view.unschedulable else FailureClass.STARTUP_TIMEOUT,
                                   False, f"not ready after {spec.startup_timeout_seconds}s")
             if failure is not None:
@@ -155,11 +160,11 @@ class FleetPlanner:
                 continue
             live += 1
             if view.ready:
-                counts["ready"] += 1
-                if view.uid and acc.record_ready(view.uid, view.image):
+                ready += 1
+                if view.uid and view.uid not in counted_ready and acc.record_ready(view.uid, view.image):
                     plan.newly_ready.append(view)
             else:
-                counts["pending"] += 1
+                pending += 1
             if view.claim:
                 claim = claims_by_name.get(view.claim)
                 if claim is None or claim.deleting or claim.release or claim.phase in ("Failed", "Released") \
@@ -167,20 +172,24 @@ class FleetPlanner:
                     self._release(plan, spec, view, claim, acc, now)
                     continue
                 bound[view.claim] = view
-                counts["claimed"] += 1
+                claimed += 1
             elif view.reset_pending:
                 resetting[view.image] = resetting.get(view.image, 0) + 1
-            elif spec.idle_timeout_seconds and view.ready and now - view.idle_since > spec.idle_timeout_seconds:
+            elif idle_horizon is not None and view.ready and view.idle_since < idle_horizon:
                 plan.deletes.append(Delete(view.name, "idle timeout"))
                 live -= 1
             else:
-                counts["warm"] += 1
-                (warm_ready if view.ready else warm_pending).setdefault(view.image, []).append(view)
+                warm += 1
+                pools = warm_ready if view.ready else warm_pending
+                pool = pools.get(view.image)
+                if pool is None:
+                    pool = pools[view.image] = []
+                pool.append(view)
+        counts = {"ready": ready, "pending": pending, "claimed": claimed, "warm": warm}
+        self._sorted_pools: set[int] = set()  # pools are ordered lazily, when a claim draws from them
 
-        for pools in (warm_ready, warm_pending):
-            for pool in pools.values():
-                pool.sort(key=lambda v: (-v.uses, v.idle_since))  # recycled pods first: they are proven
         room = spec.max_pods - live
+        self._create_budget = max_creates if max_creates is not None else 1 << 60
         free = {entry.name: _free_indices(used_indices.get(entry.name, set())) for entry in spec.images}
 
         for claim in sorted(claims_by_name.values(), key=lambda c: (c.created, c.name)):
@@ -195,8 +204,9 @@ class FleetPlanner:
             ready, pending = warm_ready.get(entry.name, []), warm_pending.get(entry.name, [])
             supply = len(ready) + len(pending) + resetting.get(entry.name, 0)
             for _ in range(max(0, entry.warm - supply)):
-                if room <= 0:
+                if room <= 0 or self._create_budget <= 0:
                     break
+                self._create_budget -= 1
                 pod = build_pod(fleet, spec, entry, next(free[entry.name]), now=now)
                 plan.creates.append(Create(pod, PRIORITY_WARM, None))
                 room -= 1
@@ -263,7 +273,10 @@ class FleetPlanner:
                               f"no sandbox ready within {claim.deadline_seconds}s", now, room)
         for pool, source in ((warm_ready.get(claim.image), "warm"), (warm_pending.get(claim.image), "warm")):
             if pool:
-                view = pool.pop(0)
+                if id(pool) not in self._sorted_pools:  # recycled pods first (proven), then longest idle
+                    pool.sort(key=lambda v: (v.uses, -v.idle_since))
+                    self._sorted_pools.add(id(pool))
+                view = pool.pop()
                 served = "recycled" if view.uses > 0 else source
                 plan.pod_patches.append(binding_patch(view, claim.name, False, view.uses + 1, now))
                 plan.served[claim.name] = served
@@ -276,6 +289,9 @@ class FleetPlanner:
         if room <= 0:
             self._set_claim(plan, claim, {"phase": "Pending", "reason": "FleetAtMaxPods", "attempts": attempts})
             return room
+        if self._create_budget <= 0:
+            return room  # the write queue is full; the next plan creates it
+        self._create_budget -= 1
         pod = build_pod(fleet, spec, entry, next(free[entry.name]), claim=claim.name, now=now)
         plan.creates.append(Create(pod, PRIORITY_CLAIM, claim.name))
         plan.served[claim.name] = "on-demand"

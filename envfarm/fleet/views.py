@@ -31,6 +31,11 @@ def _float(value: str | None, default: float) -> float:
         return default
 
 
+def _index(name: str) -> int:
+    index = L.parse_index(name)
+    return -1 if index is None else index
+
+
 @dataclass(frozen=True, slots=True)
 class PodView:
     name: str
@@ -49,6 +54,7 @@ class PodView:
     failure: Failure | None  # failures visible in the object itself (not the startup timeout)
     unschedulable: bool
     pod_ip: str = ""
+    index: int = -1  # the ordinal in the deterministic name, parsed once here, not per reconcile
 
     @classmethod
     def from_pod(cls, pod: dict[str, Any], now: float) -> "PodView":
@@ -77,6 +83,7 @@ class PodView:
             failure=failure,
             unschedulable=unschedulable,
             pod_ip=status.get("podIP", ""),
+            index=_index(meta.get("name", "")),
         )
 
     def with_binding(self, claim: str | None, reset_pending: bool, uses: int, idle_since: float) -> "PodView":

@@ -122,6 +122,8 @@ def test_claims_are_served_warm_then_on_demand_then_recycled(cluster, custom, co
                                           _content_type="application/merge-patch+json")
     wait_until(lambda: resets == [bound[0]["podName"]], what="reset of the released pod")
     wait_until(lambda: not claim_status(custom, "c0"), what="released claim reaped")
+    wait_until(lambda: all(L.ANN_RESET not in (p["metadata"].get("annotations") or {}) for p in sandbox_pods(cluster)
+                           if p["metadata"]["name"] == bound[0]["podName"]), what="reset finished")
     make_claim(custom, "c9")
     served = wait_until(lambda: claim_status(custom, "c9") if claim_status(custom, "c9").get("phase") == "Bound" else None)
     assert served["servedFrom"] == "recycled" and served["podName"] == bound[0]["podName"]
