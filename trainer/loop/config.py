@@ -30,8 +30,20 @@ class PolicyCfg(_Strict):
 
 
 class TasksCfg(_Strict):
-    family: Literal["func"] = "func"
-    names: list[str] = Field(default_factory=list, description="subset of the family; empty = all")
+    family: Literal["func", "swe"] = "func"
+    names: list[str] = Field(default_factory=list, description="func: subset of the demo family; empty = all")
+    ids: list[str] = Field(default_factory=list, description="swe: instance ids in the store; empty = every validated SWE task")
+
+
+class AgentCfg(_Strict):
+    """Per-episode limits of the agent scaffold (SWE tasks)."""
+
+    max_steps: int = Field(30, ge=1)
+    max_tokens: int = Field(16_384, ge=1)
+    command_timeout: float = Field(120.0, gt=0)
+    observation_chars: int = Field(4_000, ge=100)
+    max_prompt_tokens: int = Field(4_096, ge=512)
+    transcripts: bool = True
 
 
 class RolloutCfg(_Strict):
@@ -87,6 +99,7 @@ class RunConfig(_Strict):
     name: str = "demo"
     policy: PolicyCfg = Field(default_factory=PolicyCfg)
     tasks: TasksCfg = Field(default_factory=TasksCfg)
+    agent: AgentCfg = Field(default_factory=AgentCfg)
     rollout: RolloutCfg = Field(default_factory=RolloutCfg)
     stream: StreamCfg = Field(default_factory=StreamCfg)
     algo: AlgoCfg = Field(default_factory=AlgoCfg)

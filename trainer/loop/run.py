@@ -74,7 +74,12 @@ class Trainer:
         self.out = Path(cfg.train.out_dir)
         self.ckpt_dir = self.out / "checkpoint"
         self.metrics_file = self.out / "metrics.jsonl"
-        self.tasks = {t.id: t for t in family_tasks(cfg.tasks.names)}
+        if cfg.tasks.family == "swe":
+            from trainer.loop.swe_tasks import load_swe_tasks
+
+            self.tasks = {t.id: t for t in load_swe_tasks(open_store(cfg.store_url), cfg.tasks.ids)}
+        else:
+            self.tasks = {t.id: t for t in family_tasks(cfg.tasks.names)}
 
     # -- set-up ---------------------------------------------------------------------------------
     def _restore(self) -> dict[str, Any] | None:
@@ -200,7 +205,7 @@ class Trainer:
                     dispatch(i, work)
 
         def evaluate(label: str) -> dict[str, Any] | None:
-            if not cfg.train.eval_samples:
+            if not cfg.train.eval_samples or cfg.tasks.family != "func":
                 return None
             t0 = time.perf_counter()
             result = ray.get(workers[0].evaluate.remote([weights], version, cfg.train.eval_samples))
@@ -302,7 +307,15 @@ class Trainer:
             if not keep:
                 return {"loss": 0.0, "tokens": 0, "skipped": "no reward variance"}
             events, adv = [events[i] for i in keep], adv[keep]
-        completions = [payload.decode(e.payload) for e in events]
+        # A multi-turn episode trains every assistant turn with the episode's advantage.
+        rows = [(e, payload.decode(c)) for e in events for c in (e.payload["turns"] if "turns" in e.payload else [e.payload])]
+        row_adv = torch.cat([adv[i].repeat(len(e.payload["turns"]) if "turns" in e.payload else 1) for i, e in enumerate(events)])
+        rows_kept = [(k, r) for k, r in enumerate(rows) if r[1].tokens]
+        if not rows_kept:
+            return {"loss": 0.0, "tokens": 0, "skipped": "no generated tokens"}
+        adv = row_adv[[k for k, _ in rows_kept]]
+        events = [r[0] for _, r in rows_kept]
+        completions = [r[1] for _, r in rows_kept]
         batch = pack(completions, model.config.pad_token_id)
         seq_w = torch.tensor([group_weights.get(e.group_id, 1.0) for e in events])
         agreement = routing_agreement(model, batch)

@@ -43,7 +43,14 @@ class RolloutWorker:
         self.index, self.run_id, self.stream = index, run_id, stream
         self.policy = build_policy(self.cfg)
         self.version = -1
-        self.tasks = {t.id: t for t in family_tasks(self.cfg.tasks.names)}
+        self.family = self.cfg.tasks.family
+        if self.family == "swe":
+            from envfarm.store.db import open_store
+            from trainer.loop.swe_tasks import load_swe_tasks
+
+            self.tasks = {t.id: t for t in load_swe_tasks(open_store(self.cfg.store_url), self.cfg.tasks.ids)}
+        else:
+            self.tasks = {t.id: t for t in family_tasks(self.cfg.tasks.names)}
         self.sandbox = None
         p = self.cfg.policy
         self.sampling = SamplingParams(max_new_tokens=p.max_new_tokens, temperature=p.temperature, top_p=p.top_p, stop=["\n"])
@@ -86,6 +93,8 @@ class RolloutWorker:
             self.policy.model.load_state_dict(ray.get(weights[0]))
             self.policy.model.eval()
             self.version = version
+        if self.family == "swe":
+            return self._rollout_swe(work, version)
         g = self.cfg.rollout.group_size
         tasks = [self.tasks[w["task_id"]] for w in work]
         t0 = time.perf_counter()
@@ -116,9 +125,49 @@ class RolloutWorker:
                 "rollouts": len(batch.completions), "duplicates": statuses.count("duplicate"),
                 "failed": 0 if grades is not None else len(programs), "acceptance": batch.stats.get("mean_acceptance_length", 1.0)}
 
+    def _rollout_swe(self, work: list[dict[str, str]], version: int) -> dict[str, Any]:
+        """Agent episodes (bash / str_replace / finish) in sandboxes from each task's instance image, graded
+        by SweVerifier in a fresh sandbox; every assistant turn is kept for training."""
+        from pathlib import Path
+
+        from envfarm.sandbox.docker import DockerSandbox
+        from trainer.agent.episode import EpisodeLimits
+        from trainer.agent.lm import LMAgentPolicy
+        from trainer.agent.swe import swe_rollout
+
+        a, g = self.cfg.agent, self.cfg.rollout.group_size
+        limits = EpisodeLimits(a.max_steps, a.max_tokens, a.command_timeout, a.observation_chars)
+        transcripts = Path(self.cfg.train.out_dir) / "transcripts" if a.transcripts else None
+        make_sandbox = lambda spec: DockerSandbox(spec.image, run_id=self.run_id, task_id=spec.instance_id)  # noqa: E731
+        totals = {"gen_s": 0.0, "grade_s": 0.0, "tokens": 0, "rollouts": 0, "duplicates": 0, "failed": 0, "acceptance": 1.0}
+        for w in work:
+            item = self.tasks[w["task_id"]]
+            for i in range(g):
+                rid = f"{w['group_id']}-{i}"
+                lm = LMAgentPolicy(self.policy, self.sampling.__class__(max_new_tokens=self.sampling.max_new_tokens,
+                                   temperature=self.sampling.temperature, top_p=self.sampling.top_p), self.draft, a.max_prompt_tokens)
+                t0 = time.perf_counter()
+                transcript, reward = swe_rollout(item.spec, lambda: lm, make_sandbox, limits, retries=self.cfg.rollout.grade_retries,
+                                                 transcript_dir=transcripts, rollout_id=rid)
+                totals["gen_s"] += time.perf_counter() - t0  # episode time: generation + tools + grading
+                totals["tokens"] += transcript.tokens
+                totals["rollouts"] += 1
+                details: dict[str, Any] = {"finish_reason": transcript.finish_reason, "steps": transcript.steps,
+                                           "tool_errors": transcript.tool_errors, "reason": str(reward.details.get("reason", ""))[:300]}
+                if reward.details.get("failure"):
+                    details["failure"] = reward.details["failure"]
+                    totals["failed"] += 1
+                event = RewardEvent(rollout_id=rid, task_id=item.id, policy_version=version, reward=reward.value,
+                                    passed=reward.passed, group_id=w["group_id"], group_size=g, run_id=self.run_id, domain=item.domain,
+                                    payload={"turns": [payload.encode(c) for c in lm.turns]}, details=details)
+                totals["duplicates"] += publish_blocking(self.stream, event) == "duplicate"
+        return totals
+
     def evaluate(self, weights: list[Any], version: int, samples: int) -> dict[str, Any]:
         """Pass rate of every task in the family with `samples` draws each, graded like training
         rollouts but published nowhere: a fixed yardstick that the scheduler's task mix cannot bias."""
+        if self.family != "func":
+            return {"error": "evaluation is implemented for the func family only"}
         if version != self.version:
             self.policy.model.load_state_dict(ray.get(weights[0]))
             self.policy.model.eval()

@@ -170,3 +170,40 @@ def test_a_learned_policy_that_emits_garbage_costs_steps_not_crashes(swe_task, e
     assert all(m["content"].startswith("error: no tool call found") for m in t.messages if m["role"] == "tool")
     assert len(lm.turns) == t.steps and all(c.routing is not None for c in lm.turns)  # kept for training (R3)
     assert t.patch == ""
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_rl_loop_runs_agent_episodes_on_a_swe_task_from_the_store(swe_task, tmp_path, ray_local):
+    """tasks.family=swe: workers run the scaffold with the learned policy in the task's image, SweVerifier
+    grades, every assistant turn is trained (MOPD here, so all-zero rewards still give a gradient)."""
+    from pathlib import Path
+
+    from envfarm.store.db import Store
+    from envfarm.store.models import RewardRow, TaskRow
+    from trainer.loop.config import TINY, load_config
+    from trainer.loop.run import train
+
+    if not (TINY / "model.safetensors").exists():
+        pytest.skip(f"pretrained tiny checkpoint missing in {TINY}: run make pretrain-tiny")
+    url = f"sqlite:///{tmp_path / 'swe.db'}"
+    store = Store(url)
+    with store.session() as s:
+        s.add(TaskRow(instance_id=swe_task.instance_id, repo=swe_task.repo, kind="swe", image=swe_task.image, status="validated",
+                      spec=json.loads(swe_task.model_dump_json())))
+    out = tmp_path / "out"
+    demo = Path(__file__).resolve().parents[3] / "trainer/configs/demo.yaml"
+    cfg = load_config(demo, ["tasks.family=swe", "rollout.group_size=2", "rollout.groups_per_call=1", "train.groups_per_step=1",
+                             "train.steps=1", "agent.max_steps=2", "policy.max_new_tokens=16", "algo.name=mopd",
+                             f"algo.teachers={{swe: {TINY}}}", f"train.out_dir={out}", f"store_url={url}"])
+    summary = train(cfg)
+    assert summary["steps"] == 1
+    row = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    assert row["trained_groups"] == 1 and row["train_tokens"] > 0 and "reverse_kl" in row
+    transcripts = {p.stem for p in (out / "transcripts").glob("*.json")}
+    with store.session() as s:
+        rewards = s.query(RewardRow).all()  # the worker may have finished a second group while the trainer trained
+        assert {r.rollout_id for r in rewards} == transcripts and all(r.value == 0.0 for r in rewards)
+        assert {r.rollout_id for r in rewards if r.consumed_at is not None} == set(row["rollout_ids"]) and len(row["rollout_ids"]) == 2
+        assert all(r.details["event"]["details"]["finish_reason"] in ("max_steps", "max_tokens") for r in rewards)
+    store.dispose()
