@@ -196,9 +196,9 @@ class FleetController:
                 log.exception("reconcile of fleet %s failed", fleet)
 
     def coalesce_delay(self, last_pass_seconds: float) -> float:
-        """Wait twice as long as the last pass took: a 50k-pod fleet's plan is O(pods), so this caps
-        reconciling at about a third of a core however fast events arrive."""
-        return max(self.config.coalesce_seconds, 2 * last_pass_seconds)
+        """Wait four times as long as the last pass took: a 50k-pod fleet's plan is O(pods), so this caps
+        reconciling at about a fifth of a core however fast events arrive."""
+        return max(self.config.coalesce_seconds, 4 * last_pass_seconds)
 
     def _create_room(self) -> int:
         """Plan only the creates the budget can send in about two seconds: the queue (and memory)

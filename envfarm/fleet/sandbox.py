@@ -1,0 +1,174 @@
+"""`KubernetesSandbox`: the Sandbox protocol over a claimed pod, through the exec API.
+
+Rollouts and validation run unchanged on a cluster: commands go over the pods/exec websocket
+(stdin/stdout/stderr streamed, binary-safe), files travel as tar through stdin/stdout (what
+`kubectl cp` does), and timeouts are enforced twice: in the pod by coreutils `timeout`, which signals
+its whole process group (so the process tree dies), and on our side by closing the stream a few
+seconds after, in case the pod itself is stuck.
+"""
+
+from __future__ import annotations
+
+import io
+import shlex
+import tarfile
+import time
+from typing import Any, Callable, Mapping
+
+from envfarm.errors import SandboxError
+from envfarm.sandbox.protocol import DEFAULT_OUTPUT_LIMIT, TIMEOUT_EXIT_CODE, TRUNCATION_MARKER, ExecResult
+
+KILL_GRACE = 2  # seconds between TERM and KILL inside the pod
+CLIENT_SLACK = 5.0  # how much longer than the timeout we keep the stream open
+TIMEOUT_STATUSES = {124, 137}  # coreutils timeout: TERM worked (124) or KILL was needed (128+9)
+
+
+def wrap_command(cmd: str | list[str], timeout: float, workdir: str | None, env: Mapping[str, str] | None) -> list[str]:
+    """The argv sent to the exec API: `timeout` around a shell that sets env and workdir."""
+    script = cmd if isinstance(cmd, str) else shlex.join(cmd)
+    prefix = "".join(f"export {key}={shlex.quote(value)}; " for key, value in (env or {}).items())
+    if workdir:
+        prefix += f"cd {shlex.quote(workdir)} && "
+    seconds = max(1, int(round(timeout)))
+    return ["timeout", "-k", str(KILL_GRACE), str(seconds), "/bin/sh", "-c", prefix + script]
+
+
+def tar_one_file(path: str, data: bytes, mode: int) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        info = tarfile.TarInfo(name=path.lstrip("/"))
+        info.size, info.mode, info.mtime = len(data), mode, int(time.time())
+        archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def untar_one_file(blob: bytes, path: str) -> bytes:
+    try:
+        with tarfile.open(fileobj=io.BytesIO(blob), mode="r") as archive:
+            for member in archive.getmembers():
+                if member.isfile():
+                    extracted = archive.extractfile(member)
+                    if extracted is not None:
+                        return extracted.read()
+    except tarfile.TarError as exc:
+        raise SandboxError(f"reading {path}: the pod sent no valid tar stream ({exc})",
+                           "check that `tar` exists in the sandbox image") from None
+    raise SandboxError(f"{path} is not a regular file in the sandbox", "check the path")
+
+
+class OutputCollector:
+    """Combined stdout+stderr, capped at `limit` bytes with the protocol's marker."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.parts, self.size, self.truncated = limit, [], 0, False
+
+    def add(self, chunk: bytes | str) -> None:
+        data = chunk.encode() if isinstance(chunk, str) else chunk
+        room = self.limit - self.size
+        if len(data) > room:
+            data, self.truncated = data[:max(0, room)], True
+        if data:
+            self.parts.append(data)
+            self.size += len(data)
+
+    def text(self) -> str:
+        out = b"".join(self.parts).decode("utf-8", errors="replace")
+        return out + TRUNCATION_MARKER.format(limit=self.limit) if self.truncated else out
+
+
+def _default_stream() -> Callable[..., Any]:
+    from kubernetes.stream import stream
+
+    return stream
+
+
+class KubernetesSandbox:
+    """One claimed pod. `stream_fn` is kubernetes.stream.stream (injectable for tests)."""
+
+    def __init__(self, api_client: Any, namespace: str, pod: str, container: str = "sandbox",
+                 workdir: str | None = "/testbed", stream_fn: Callable[..., Any] | None = None) -> None:
+        from kubernetes import client
+
+        self.id = f"{namespace}/{pod}"
+        self.namespace, self.pod, self.container, self.workdir = namespace, pod, container, workdir
+        self._core = client.CoreV1Api(api_client)
+        self._stream = stream_fn or _default_stream()
+        self._closed = False
+
+    def _open(self, argv: list[str], stdin: bool) -> Any:
+        try:
+            return self._stream(self._core.connect_get_namespaced_pod_exec, self.pod, self.namespace,
+                                container=self.container, command=argv, stdin=stdin, stdout=True, stderr=True,
+                                tty=False, _preload_content=False, binary=True)
+        except Exception as exc:  # noqa: BLE001 - ApiException, websocket and connection errors alike
+            raise SandboxError(f"exec into {self.id} failed: {exc}",
+                               "check the pod is Running and the caller may create pods/exec") from None
+
+    def _run(self, argv: list[str], stdin_data: bytes | None, deadline: float, limit: int,
+             sink: Callable[[bytes], None] | None = None) -> tuple[int | None, OutputCollector, bool]:
+        ws = self._open(argv, stdin_data is not None)
+        output = OutputCollector(limit)
+        timed_out = False
+        try:
+            if stdin_data is not None:
+                for start in range(0, len(stdin_data), 1 << 16):
+                    ws.write_stdin(stdin_data[start:start + (1 << 16)])
+                if hasattr(ws, "close_channel"):
+                    ws.close_channel(0)  # EOF on stdin (exec protocol v5)
+            while ws.is_open():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    timed_out = True
+                    break
+                ws.update(timeout=min(remaining, 1.0))
+                for reader, target in ((ws.read_stdout, sink), (ws.read_stderr, None)):
+                    chunk = reader(timeout=0)
+                    if chunk:
+                        (target or output.add)(chunk if isinstance(chunk, bytes) else chunk.encode())
+        finally:
+            code = None if timed_out else ws.returncode
+            ws.close()
+        return code, output, timed_out
+
+    def exec(self, cmd: str | list[str], timeout: float = 60.0, workdir: str | None = None,
+             env: Mapping[str, str] | None = None, output_limit: int = DEFAULT_OUTPUT_LIMIT) -> ExecResult:
+        if self._closed:
+            raise SandboxError(f"sandbox {self.id} is closed", "claim a new sandbox")
+        started = time.monotonic()
+        argv = wrap_command(cmd, timeout, workdir or self.workdir, env)
+        code, output, client_timeout = self._run(argv, None, started + timeout + CLIENT_SLACK, output_limit)
+        timed_out = client_timeout or code in TIMEOUT_STATUSES and time.monotonic() - started >= timeout - 0.5
+        return ExecResult(exit_code=TIMEOUT_EXIT_CODE if timed_out else int(code or 0), output=output.text(),
+                          truncated=output.truncated, duration=time.monotonic() - started, timed_out=timed_out)
+
+    def write_file(self, path: str, data: bytes | str, mode: int = 0o644) -> None:
+        blob = tar_one_file(path, data.encode() if isinstance(data, str) else data, mode)
+        code, output, timed_out = self._run(["tar", "-x", "-m", "-f", "-", "-C", "/"], blob,
+                                            time.monotonic() + 120, 64 << 10)
+        if timed_out or code != 0:
+            raise SandboxError(f"writing {path} in {self.id} failed: {output.text().strip()[:300]}",
+                               "check the directory exists and is writable by the sandbox user")
+
+    def read_file(self, path: str) -> bytes:
+        chunks: list[bytes] = []
+        code, output, timed_out = self._run(["tar", "-c", "-f", "-", "-C", "/", path.lstrip("/")], None,
+                                            time.monotonic() + 120, 64 << 10, sink=chunks.append)
+        if timed_out or code != 0:
+            raise SandboxError(f"reading {path} in {self.id} failed: {output.text().strip()[:300]}",
+                               "check the path exists")
+        return untar_one_file(b"".join(chunks), path)
+
+    def apply_patch(self, diff: str, workdir: str | None = None) -> None:
+        from envfarm.sandbox.patch import apply_patch_in
+
+        apply_patch_in(self, diff, workdir or self.workdir or "/testbed")
+
+    def close(self) -> None:
+        """Releasing the pod is the claim's job (set spec.release); this only stops further use."""
+        self._closed = True
+
+    def __enter__(self) -> "KubernetesSandbox":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
