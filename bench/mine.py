@@ -1,8 +1,8 @@
 """Mining benchmark on the fixture repositories: validated tasks per CPU-hour, env-image cache hit rate,
 seconds per stage (p50), environment success rate. Writes bench/results/mine.json.
 
-Two passes over the same repositories with a fresh store each time: pass 1 builds what the engine does
-not hold yet, pass 2 shows the steady state of a re-mined repository (env and instance images hit the
+Two passes over the same repositories with a fresh store each time: pass 1 builds cold (the fixture
+history is salted, so no image tag exists yet), pass 2 shows the steady state of a re-mined repository (env and instance images hit the
 content-hash cache). CPU-hours are charged as wall time x the CPUs the job may use (2 on this machine):
 an upper bound, since the engine also serves other engineers' work during the run (see machine notes).
 Real-repository results (if `work-repos/real-summary.json` exists, written by a real mining run) are
@@ -137,7 +137,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-mine-") as tmp:
         root = Path(tmp)
         wheelhouse = build_wheelhouse(root / "wheels")
-        dump, _ = make_calc_repo(root)
+        dump, _ = make_calc_repo(root, salt=f" bench {time.time_ns()}")  # new history: pass 1 builds cold
         make_broken_repo(root, dump)
         world = {"dump": dump, "wheelhouse": wheelhouse}
         passes = []

@@ -106,9 +106,10 @@ def merge_pr(repo: Path, branch: str, number: int, message: str, files: dict[str
     return git(repo, "rev-parse", "HEAD")
 
 
-def make_calc_repo(root: Path) -> tuple[Path, Path]:
+def make_calc_repo(root: Path, salt: str = "") -> tuple[Path, Path]:
     """acme/calc: two issue-closing PRs (one adding a new test file), plus PRs every filter rejects.
 
+    `salt` changes the first commit (hence every image tag): the benchmark uses it for a cold pass.
     Returns (offline dump dir, path of the dump's bare mirror)."""
     repo = root / "calc-work"
     repo.mkdir(parents=True)
@@ -119,7 +120,7 @@ def make_calc_repo(root: Path) -> tuple[Path, Path]:
                           '[tool.setuptools]\npackages=["calc"]\n',
         "calc/__init__.py": CALC_V1,
         "tests/test_calc.py": "from calc import twice\n\n\ndef test_twice():\n    assert twice(2) == 4\n",
-        "README.md": "calc\n",
+        "README.md": f"calc{salt}\n",
         ".gitignore": "*.egg-info/\n__pycache__/\nbuild/\n",
     })
     git(repo, "add", "-A")
