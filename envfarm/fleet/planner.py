@@ -211,7 +211,10 @@ class FleetPlanner:
                 plan.creates.append(Create(pod, PRIORITY_WARM, None))
                 room -= 1
             excess = supply - entry.warm
-            for view in (pending[::-1] + ready[::-1])[:max(0, excess)]:
+            if excess <= 0:
+                continue
+            # trim the least proven first: pods still starting, then fresh ready ones (recycled pods stay)
+            for view in (pending[::-1] + sorted(ready, key=lambda v: (v.uses, -v.idle_since)))[:excess]:
                 plan.deletes.append(Delete(view.name, "warm pool above target"))
 
         counts["failedTotal"] = acc.failed_total

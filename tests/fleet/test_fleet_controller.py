@@ -108,7 +108,7 @@ def test_warm_pool_converges_without_over_creation_under_a_slow_watch(cluster, c
 def test_claims_are_served_warm_then_on_demand_then_recycled(cluster, custom, controller_factory, kubelet) -> None:
     resets: list[str] = []
     make_fleet(custom, images=[{"name": "a", "image": "img-a", "warm": 2}, {"name": "b", "image": "img-b", "warm": 0}])
-    controller_factory(resetter=lambda ns, pod, cmd: resets.append(pod) or True)
+    ctl = controller_factory(resetter=lambda ns, pod, cmd: resets.append(pod) or True)
     wait_until(lambda: ready_count(cluster) == 2, what="warm pool")
     for name, image in (("c0", "a"), ("c1", "a"), ("c2", "b"), ("c3", "b")):
         make_claim(custom, name, image=image)
@@ -122,8 +122,9 @@ def test_claims_are_served_warm_then_on_demand_then_recycled(cluster, custom, co
                                           _content_type="application/merge-patch+json")
     wait_until(lambda: resets == [bound[0]["podName"]], what="reset of the released pod")
     wait_until(lambda: not claim_status(custom, "c0"), what="released claim reaped")
-    wait_until(lambda: all(L.ANN_RESET not in (p["metadata"].get("annotations") or {}) for p in sandbox_pods(cluster)
-                           if p["metadata"]["name"] == bound[0]["podName"]), what="reset finished")
+    recycled = bound[0]["podName"]
+    wait_until(lambda: (view := ctl.pods.get(recycled)) is not None and not view.reset_pending and view.claim is None
+               and recycled not in ctl.expectations.bindings("f"), what="the controller sees the reset pod as warm")
     make_claim(custom, "c9")
     served = wait_until(lambda: claim_status(custom, "c9") if claim_status(custom, "c9").get("phase") == "Bound" else None)
     assert served["servedFrom"] == "recycled" and served["podName"] == bound[0]["podName"]
