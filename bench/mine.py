@@ -81,7 +81,7 @@ def one_pass(world: dict, home: Path, repeats: int) -> dict:
 
 def timecap_experiment(dump_dir: Path, repos: list[str], years: list[int]) -> dict:
     """Old commits of real repositories, built once with dependencies resolved as of the commit's date
-    (uv --exclude-newer) and once with today's packages; same strategy, same Python (the base's 3.11)."""
+    (uv --exclude-newer) and once with today's packages; same (first) strategy and interpreter in every arm."""
     from envfarm.images import ensure_image
     from envfarm.images.build import ImageBuildError
     from tasks.envsetup.base import BuildOptions, recipes_for
@@ -93,16 +93,17 @@ def timecap_experiment(dump_dir: Path, repos: list[str], years: list[int]) -> di
     rows = []
     for repo in repos:
         mirror = Mirror(dump_dir / f"{repo.replace('/', '__')}.git")
-        tooling = ensure_image(recipes.tooling(BuildOptions())).tag
         for year in years:
             commit = mirror.git("rev-list", "-1", "--first-parent", f"--before={year}-07-01", "HEAD").strip()
             if not commit:
                 continue
             date = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(mirror.commit_time(commit)))
             bundle = mirror.bundle(commit)
-            for capped in (True, False):
-                options = BuildOptions(time_cap=capped)
-                strategy = next(s for s in recipes.strategies(mirror, commit, date, options) if s.python == "3.11")
+            for arm, options in (("capped_strict", BuildOptions(time_cap=True, float_tools=False)),
+                                 ("capped_tools_float", BuildOptions(time_cap=True, float_tools=True)),
+                                 ("today", BuildOptions(time_cap=False))):
+                strategy = recipes.strategies(mirror, commit, date, options)[0]
+                tooling = ensure_image(recipes.tooling(strategy.base_image)).tag
                 recipe = env_recipe(bundle, f"timecap-{repo}", str(year), commit, strategy, [], options, tooling)
                 t0 = time.monotonic()
                 try:
@@ -110,12 +111,15 @@ def timecap_experiment(dump_dir: Path, repos: list[str], years: list[int]) -> di
                     ok, reason = True, ""
                 except ImageBuildError as exc:
                     ok, reason = False, classify_build_failure(exc.log or exc.problem)
-                rows.append({"repo": repo, "year": year, "commit": commit[:12], "date": date, "time_cap": capped, "ok": ok,
+                rows.append({"repo": repo, "year": year, "commit": commit[:12], "date": date, "arm": arm, "ok": ok,
                              "reason_class": reason, "seconds": round(time.monotonic() - t0, 1), "strategy": strategy.name})
                 print(json.dumps(rows[-1]), flush=True)
-    rate = lambda cap: round(sum(r["ok"] for r in rows if r["time_cap"] == cap) / max(1, sum(r["time_cap"] == cap for r in rows)), 3)  # noqa: E731
-    return {"builds": rows, "success_rate_time_capped": rate(True), "success_rate_today": rate(False),
-            "n_commits": sum(r["time_cap"] for r in rows)}
+    arms = sorted({r["arm"] for r in rows})
+    rates = {arm: round(sum(r["ok"] for r in rows if r["arm"] == arm) / max(1, sum(r["arm"] == arm for r in rows)), 3) for arm in arms}
+    return {"builds": rows, "success_rate_by_arm": rates, "n_commits": sum(r["arm"] == "today" for r in rows),
+            "arms": {"capped_strict": "uv --exclude-newer <commit date> for everything",
+                     "capped_tools_float": "same, but build/test tooling (setuptools, pytest, ...) resolved as of today",
+                     "today": "no cap: today's packages"}}
 
 
 def main() -> None:
@@ -125,8 +129,7 @@ def main() -> None:
     if results_file.exists():
         previous = json.loads(results_file.read_text())
     if "--timecap" in sys.argv:
-        experiment = timecap_experiment(Path("work-repos/dumps"), ["pallets/itsdangerous", "tkem/cachetools", "pytest-dev/iniconfig"],
-                                        [2015, 2017, 2019, 2021, 2023])
+        experiment = timecap_experiment(Path("work-repos/dumps"), ["pallets/itsdangerous", "tkem/cachetools"], [2015, 2018, 2021])
         previous["time_cap_experiment"] = {**experiment, "machine": machine_notes("network builds through the TLS proxy; shared machine")}
         print(f"wrote {write_results('mine', {k: v for k, v in previous.items() if k not in ('benchmark', 'finished_at')})}")
         return

@@ -20,6 +20,7 @@ class Strategy:
     test_cmd: str
     log_parser: str
     exclude_newer: str | None = None
+    base_image: str = "envfarm/base:bookworm"  # a base whose system Python is `python` needs no download
     env: tuple[tuple[str, str], ...] = ()
     notes: tuple[str, ...] = field(default_factory=tuple)
 
@@ -32,6 +33,7 @@ class BuildOptions:
     wheelhouse: tuple[tuple[str, bytes], ...] = ()  # (file name, wheel bytes) copied into the env layer
     offline: bool = False  # no package index: install only from the wheelhouse
     time_cap: bool = True  # resolve dependencies as of the task's date (uv --exclude-newer)
+    float_tools: bool = True  # ...except build and test tooling (setuptools, pytest, ...), which must run on today's Python
     build_timeout: float = 1800.0
 
 
@@ -46,7 +48,7 @@ class LanguageRecipes(Protocol):
         """Install strategies for the repository at `commit`, most likely to work first."""
         ...
 
-    def tooling(self, options: BuildOptions) -> ImageRecipe:
+    def tooling(self, base_image: str) -> ImageRecipe:
         """The layer under every env of this language (package managers, interpreters)."""
         ...
 

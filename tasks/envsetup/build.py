@@ -99,14 +99,23 @@ def build_env(
     recipes = recipes_for(language)
     started = time.monotonic()
     result = EnvResult(repo, version, env_commit, ok=False)
-    tooling = ensure_image(recipes.tooling(options), client)
+    tooling: dict[str, str] = {}
     bundle = mirror.bundle(env_commit)
     unavailable: set[str] = set()
     for strategy in recipes.strategies(mirror, env_commit, date, options):
         if strategy.python in unavailable:  # the same interpreter download would fail the same way
             result.attempts.append(Attempt(strategy.name, False, "skipped", f"python {strategy.python} unavailable"))
             continue
-        recipe = env_recipe(bundle, repo, version, env_commit, strategy, collect_paths, options, tooling.tag, language)
+        if strategy.base_image not in tooling:
+            try:
+                tooling[strategy.base_image] = ensure_image(recipes.tooling(strategy.base_image), client).tag
+            except ImageMissing:
+                unavailable.add(strategy.python)
+                result.attempts.append(Attempt(strategy.name, False, "python_unavailable",
+                                               f"base image {strategy.base_image} is not built: run 'envfarm images build base --suite "
+                                               f"{strategy.base_image.split(':')[-1]}' to mine repositories that need Python {strategy.python}"))
+                continue
+        recipe = env_recipe(bundle, repo, version, env_commit, strategy, collect_paths, options, tooling[strategy.base_image], language)
         t0 = time.monotonic()
         try:
             built = ensure_image(recipe, client, timeout=options.build_timeout)
@@ -123,7 +132,7 @@ def build_env(
         result.attempts.append(Attempt(strategy.name, True, seconds=built.seconds, cached=built.cached))
         result.ok, result.image = True, built.tag
         result.install = InstallConfig(
-            base_image=options.base_image,
+            base_image=strategy.base_image,
             python=strategy.python,
             install=list(strategy.install),
             test_cmd=strategy.test_cmd,

@@ -23,12 +23,18 @@ from tasks.envsetup.failures import COLLECT_MARKER, PYTHON_MARKER
 from tasks.mirror import Mirror
 
 SYSTEM_PYTHON = {"envfarm/base:bookworm": "3.11", "envfarm/base:bullseye": "3.9", "envfarm/base:trixie": "3.13"}
+BASE_FOR_PYTHON = {v: k for k, v in SYSTEM_PYTHON.items()}  # `envfarm images build base --suite bullseye` etc.
 KNOWN_MINORS = [f"3.{m}" for m in range(6, 14)]
 DEP_FILES = ("pyproject.toml", "setup.py", "setup.cfg", "tox.ini")
 REQ_NAMES = re.compile(r"^(requirements[-_/]?(dev|test|tests|testing|ci)[\w.-]*\.txt|(dev|test|tests|testing)[-_]requirements\.txt|requirements\.txt|requirements/(dev|test|tests|testing|ci|base)\.txt)$")
 TEST_EXTRAS = ("test", "tests", "testing", "dev")
 VENV = "/opt/venv"
 TEST_CMD = "python -m pytest"
+# Build backends and the test runner are exempt from the time cap: a 2014 setuptools or pytest cannot
+# run on the base image's Python, and their versions do not change what the project's code does.
+FLOATING_TOOLS = ("setuptools", "wheel", "pip", "pytest", "pluggy", "iniconfig", "packaging", "py", "tomli",
+                  "exceptiongroup", "setuptools-scm", "flit-core", "hatchling", "poetry-core", "pdm-backend")
+NO_CAP = "2100-01-01T00:00:00Z"  # fixed, so recipe hashes (image tags) do not change from day to day
 
 
 def _text(mirror: Mirror, commit: str, path: str) -> str:
@@ -64,24 +70,29 @@ def mentioned_versions(files: dict[str, str]) -> list[str]:
 
 
 def choose_pythons(files: dict[str, str], system: str) -> list[str]:
-    """Interpreters to try, best first: the system Python whenever `requires-python` allows it (classifiers
-    lag behind releases, and it needs no download), then the newest version the project names."""
+    """Interpreters to try, best first (at most three).
+
+    The system Python whenever `requires-python` allows it and the project names a version close to it
+    (classifiers lag behind releases, and it needs no download); then the newest version the project
+    names; then the interpreter a Debian base ships natively that is closest above it (no download
+    needed); the system Python last.
+    """
     spec = requires_python(files)
     mentioned = mentioned_versions(files)
     allowed = [v for v in KNOWN_MINORS if spec is None or spec.contains(f"{v}.0")]
     named = [v for v in allowed if v in mentioned] or allowed
+    minor = lambda v: int(v.split(".")[1])  # noqa: E731
+    newest_named = minor(named[-1]) if named else 99
     order: list[str] = []
-    newest_named = int(named[-1].split(".")[1]) if named else 99
-    if system in allowed and (not mentioned or int(system.split(".")[1]) <= newest_named + 2):
+    if system in allowed and (not mentioned or minor(system) <= newest_named + 2):
         order.append(system)
-    for version in reversed(named):
-        if version not in order:
-            order.append(version)
-        if len(order) >= 2:
-            break
+    if named and named[-1] not in order:
+        order.append(named[-1])
+    native = sorted((v for v in SYSTEM_PYTHON.values() if v in allowed and v not in order), key=lambda v: (minor(v) < newest_named, abs(minor(v) - newest_named)))
+    order += native[:1]
     if system not in order:
         order.append(system)  # last resort: it may still work
-    return order
+    return order[:3] if system in order[:3] else order[:2] + [system]
 
 
 def find_test_extra(files: dict[str, str]) -> str | None:
@@ -169,6 +180,9 @@ class PythonRecipes:
         flags = ["--python", f"{VENV}/bin/python"]
         if cap:
             flags += ["--exclude-newer", cap]
+            if options.float_tools:
+                for tool in FLOATING_TOOLS:
+                    flags += ["--exclude-newer-package", f"{tool}={NO_CAP}"]
         if options.wheelhouse:
             flags += ["--find-links", "/opt/wheelhouse"]
         if options.offline:
@@ -176,20 +190,22 @@ class PythonRecipes:
         install = (
             f"uv pip install {' '.join(shlex.quote(f) for f in flags)} {' '.join(shlex.quote(a) for a in args)}",
         )
-        return Strategy(name=name, python=python, install=install, test_cmd=TEST_CMD, log_parser="pytest", exclude_newer=cap)
+        # An interpreter some Debian base ships natively is taken from that base (no download needed).
+        base = options.base_image if SYSTEM_PYTHON.get(options.base_image) == python else BASE_FOR_PYTHON.get(python, options.base_image)
+        return Strategy(name=name, python=python, install=install, test_cmd=TEST_CMD, log_parser="pytest", exclude_newer=cap, base_image=base)
 
-    def tooling(self, options: BuildOptions) -> ImageRecipe:
+    def tooling(self, base_image: str) -> ImageRecipe:
         uv = Path(__import__("shutil").which("uv") or Path(__import__("sys").executable).parent / "uv")
         return ImageRecipe(
             kind="env",
             name="python-tooling",
-            parent=options.base_image,
+            parent=base_image,
             files=(("/usr/local/bin/uv", uv.read_bytes()),),
             steps=("chmod 0755 /usr/local/bin/uv && uv --version",),
         )
 
     def env_steps(self, strategy: Strategy, collect_paths: list[str], options: BuildOptions, system: str = "3.11") -> list[str]:
-        if strategy.python == SYSTEM_PYTHON.get(options.base_image, "3.11"):
+        if strategy.python == SYSTEM_PYTHON.get(strategy.base_image):
             make_venv = f"uv venv -q {VENV} --python /usr/bin/python3"
         else:  # another interpreter: uv fetches a standalone build if it can reach one
             make_venv = (

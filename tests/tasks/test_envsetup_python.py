@@ -28,9 +28,9 @@ def test_versions_from_classifiers_ci_and_tox():
 def test_choose_python_prefers_system_when_allowed_else_newest_allowed():
     assert choose_pythons({"pyproject.toml": '[project]\nrequires-python=">=3.8"\n'}, "3.11")[0] == "3.11"
     old = choose_pythons({"setup.cfg": "[options]\npython_requires = >=3.6, <3.9\n"}, "3.11")
-    assert old[0] == "3.8" and old[-1] == "3.11"  # 3.11 is excluded by <3.9: tried only as a last resort
+    assert old == ["3.8", "3.11"]  # 3.9 and 3.11 are excluded by <3.9: the system Python only as a last resort
     classic = choose_pythons({"setup.py": "'Programming Language :: Python :: 3.6',\n'Programming Language :: Python :: 3.7',"}, "3.11")
-    assert classic[0] == "3.7"  # classifiers end four minors before the system Python: prefer theirs
+    assert classic == ["3.7", "3.9", "3.11"]  # theirs, then the closest natively shipped one, then the system's
     lagging = choose_pythons({"setup.py": "'Programming Language :: Python :: 3.10',\npython_requires='>=3.7'"}, "3.11")
     assert lagging[:2] == ["3.11", "3.10"]  # classifiers lag releases: the system Python goes first
 
@@ -60,6 +60,9 @@ def test_strategies_for_a_repository(tmp_path):
     first = strategies[0]
     assert first.python == "3.11" and first.exclude_newer == "2024-01-01T00:00:00Z"
     assert "--exclude-newer 2024-01-01T00:00:00Z" in first.install[0] and "-e '.[test]' -r requirements-dev.txt pytest" in first.install[0]
+    assert "--exclude-newer-package setuptools=2100-01-01T00:00:00Z" in first.install[0]  # build tooling floats
+    strict = recipes.strategies(mirror, head, "2024-01-01T00:00:00Z", BuildOptions(float_tools=False))[0]
+    assert "--exclude-newer-package" not in strict.install[0]
     assert any(s.name.startswith("ci-workflow") for s in strategies)
     assert strategies[-1].exclude_newer is None and strategies[-1].name.endswith("+uncapped")
     offline = recipes.strategies(mirror, head, "2024-01-01", BuildOptions(offline=True, wheelhouse=(("a.whl", b""),)))
