@@ -186,7 +186,7 @@ class FleetController:
                 continue
             started = time.monotonic()
             self.reconcile_dirty(dirty)
-            self._stop.wait(self.coalesce_delay(time.monotonic() - started))  # let events pile up
+            self._stop.wait(self.coalesce_delay(time.monotonic() - started, self.claims_waiting()))
 
     def reconcile_dirty(self, dirty: set[str]) -> None:
         for fleet in sorted(dirty):
@@ -195,10 +195,14 @@ class FleetController:
             except Exception:  # noqa: BLE001 - one bad fleet must not stop the others
                 log.exception("reconcile of fleet %s failed", fleet)
 
-    def coalesce_delay(self, last_pass_seconds: float) -> float:
-        """Wait four times as long as the last pass took: a 50k-pod fleet's plan is O(pods), so this caps
-        reconciling at about a fifth of a core however fast events arrive."""
-        return max(self.config.coalesce_seconds, 4 * last_pass_seconds)
+    def coalesce_delay(self, last_pass_seconds: float, claims_waiting: bool = False) -> float:
+        """Wait four times as long as the last pass took (a 50k-pod fleet's plan is O(pods): this caps
+        reconciling at about a fifth of a core however fast events arrive), but only as long while
+        claims wait: a rollout worker's latency is worth the CPU, warm-pool upkeep is not."""
+        return max(self.config.coalesce_seconds, (1 if claims_waiting else 4) * last_pass_seconds)
+
+    def claims_waiting(self) -> bool:
+        return any(claim.phase == "Pending" and not claim.pod_name for claim in self.claims.items())
 
     def _create_room(self) -> int:
         """Plan only the creates the budget can send in about two seconds: the queue (and memory)

@@ -20,7 +20,7 @@ from envfarm.fleet import labels as L
 from envfarm.fleet.accounting import FleetAccounting
 from envfarm.fleet.expectations import Binding
 from envfarm.fleet.failures import Failure, FailureClass
-from envfarm.fleet.podspec import build_pod
+from envfarm.fleet.podspec import build_pod, pod_metadata
 from envfarm.fleet.spec import FleetSpec
 from envfarm.fleet.views import ClaimView, PodView
 
@@ -97,6 +97,7 @@ class FleetPlanner:
         self.accounting = accounting or FleetAccounting()
         self.counted_failures: set[str] = set()
         self._claim_status_sent: dict[str, dict[str, Any]] = {}
+        self._templates: dict[tuple[Any, Any, str], dict[str, Any]] = {}
 
     def plan(
         self,
@@ -207,7 +208,7 @@ class FleetPlanner:
                 if room <= 0 or self._create_budget <= 0:
                     break
                 self._create_budget -= 1
-                pod = build_pod(fleet, spec, entry, next(free[entry.name]), now=now)
+                pod = self._build(fleet, spec, entry, next(free[entry.name]), None, now)
                 plan.creates.append(Create(pod, PRIORITY_WARM, None))
                 room -= 1
             excess = supply - entry.warm
@@ -265,6 +266,9 @@ class FleetPlanner:
                               f"{attempts} sandbox pods failed for this claim", now, room)
         view = bound.get(claim.name)
         if view is not None:
+            if claim.pod_name == view.name and claim.attempts == attempts \
+                    and claim.phase == ("Bound" if view.ready else "Pending"):
+                return room  # the common case at scale: already recorded, nothing to build or compare
             status = {"phase": "Bound" if view.ready else "Pending", "podName": view.name, "attempts": attempts}
             if view.ready:
                 status["podIP"] = view.pod_ip
@@ -295,12 +299,25 @@ class FleetPlanner:
         if self._create_budget <= 0:
             return room  # the write queue is full; the next plan creates it
         self._create_budget -= 1
-        pod = build_pod(fleet, spec, entry, next(free[entry.name]), claim=claim.name, now=now)
+        pod = self._build(fleet, spec, entry, next(free[entry.name]), claim.name, now)
         plan.creates.append(Create(pod, PRIORITY_CLAIM, claim.name))
         plan.served[claim.name] = "on-demand"
         self._set_claim(plan, claim, {"phase": "Pending", "podName": pod["metadata"]["name"],
                                       "servedFrom": "on-demand", "attempts": attempts})
         return room - 1
+
+    def _build(self, fleet: dict[str, Any], spec: FleetSpec, entry: Any, index: int, claim: str | None,
+               now: float) -> dict[str, Any]:
+        """build_pod, with the pod spec built once per (fleet generation, image) and shared: creating
+        thousands of pods per second must not rebuild identical specs (nothing mutates them)."""
+        meta = fleet["metadata"]
+        key = (meta.get("uid"), meta.get("generation"), entry.name)
+        template = self._templates.get(key)
+        if template is None:
+            template = self._templates[key] = build_pod(fleet, spec, entry, 0, now=now)["spec"]
+        pod = pod_metadata(fleet, entry, index, claim, now)
+        pod["spec"] = template
+        return pod
 
     def forget_claim_status(self, claim_uid_or_name: str) -> None:
         """A status write failed: let the next plan send it again."""

@@ -103,9 +103,16 @@ def build_pod(
         pod_spec["priorityClassName"] = template.priority_class_name
     if template.runtime_class_name:
         pod_spec["runtimeClassName"] = template.runtime_class_name
-    stamp = f"{now if now is not None else time.time():.3f}"
+    pod = pod_metadata(fleet, entry, index, claim, now if now is not None else time.time())
+    pod["spec"] = pod_spec
+    return pod
+
+
+def pod_metadata(fleet: dict[str, Any], entry: ImageEntry, index: int, claim: str | None, now: float) -> dict[str, Any]:
+    """Everything of a sandbox pod but its spec: what differs from one pod of an image to the next."""
+    meta = fleet["metadata"]
     annotations = {L.ANN_USES: "0" if claim is None else "1"}
-    annotations[L.ANN_BOUND_AT if claim else L.ANN_IDLE_SINCE] = stamp
+    annotations[L.ANN_BOUND_AT if claim else L.ANN_IDLE_SINCE] = f"{now:.3f}"
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -116,7 +123,6 @@ def build_pod(
             "annotations": annotations,
             "ownerReferences": [fleet_owner_reference(fleet)],
         },
-        "spec": pod_spec,
     }
 
 

@@ -509,7 +509,7 @@ class ReconcileLoop:
             cost = time.process_time() - started
             self.counters.controller_cpu += cost
             self.passes += 1
-        self.sim.at(self.sim.now + cost + self.ctl.coalesce_delay(cost), self._tick)
+        self.sim.at(self.sim.now + cost + self.ctl.coalesce_delay(cost, self.ctl.claims_waiting()), self._tick)
 
     def _resync(self) -> None:
         if self.stopped:
