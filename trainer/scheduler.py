@@ -65,7 +65,6 @@ class DataScheduler(Generic[T]):
         self.served: dict[str, int] = defaultdict(int)
         self.picks = 0
         self.cursor: dict[str, int] = defaultdict(int)
-        self.skipped_total = 0
 
     def pass_rate(self, key: Hashable) -> float | None:
         h = self.tasks[key].history
@@ -88,7 +87,6 @@ class DataScheduler(Generic[T]):
             keys = [k for k, t in self.tasks.items() if t.source == source]
             good = [k for k in keys if self.informative(k)]
             pool = good if good and not revisit else [k for k in keys if not self.informative(k)] or keys
-            self.skipped_total += len(keys) - len(good)
             self.served[source] += 1
             if pool:
                 key = pool[self.cursor[source] % len(pool)]

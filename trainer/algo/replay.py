@@ -52,10 +52,11 @@ def pack(completions: list[Completion], pad_id: int) -> PackedBatch:
     return PackedBatch(tokens, mask, beh, routing)
 
 
-def sequence_logprobs(model: PolicyModel, batch: PackedBatch, replay: bool = True,
-                      with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-    """(log p(tokens[:,1:]) [B,T-1], entropy [B,T-1] or None, MoE aux loss) with gradients;
-    `replay` feeds the recorded experts to every MoE layer."""
+def sequence_logprobs(model: PolicyModel, batch: PackedBatch, replay: bool = True, with_entropy: bool = False,
+                      mtp_weight: float = 0.0) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """(log p(tokens[:,1:]) [B,T-1], entropy [B,T-1] or None, extra loss) with gradients; `replay` feeds
+    the recorded experts to every MoE layer. The extra loss is the MoE balance loss, plus
+    `mtp_weight` x the MTP heads' loss on the completions when asked (see `mtp_draft_loss`)."""
     out = model(batch.tokens, routing=batch.routing if replay else None)
     logits = out.logits[:, :-1]
     logp = gather_logprobs(logits, batch.tokens[:, 1:])
@@ -63,7 +64,34 @@ def sequence_logprobs(model: PolicyModel, batch: PackedBatch, replay: bool = Tru
     if with_entropy:
         lp = torch.log_softmax(logits.float(), -1)
         entropy = -(lp.exp() * lp).sum(-1)
-    return logp, entropy, out.aux_loss
+    extra = out.aux_loss
+    if mtp_weight and model.num_mtp:
+        extra = extra + mtp_weight * mtp_draft_loss(model, out.hidden, batch)
+    return logp, entropy, extra
+
+
+def mtp_draft_loss(model: PolicyModel, hidden: torch.Tensor, batch: PackedBatch) -> torch.Tensor:
+    """Mean cross-entropy of every MTP head on the completion tokens it would draft.
+
+    Why: RL moves the policy but not its draft heads, so speculative acceptance decays over a run
+    (measured: 2.55 -> 1.68 mean accepted length in the demo). Training the heads on the sampled
+    completions keeps drafts aligned. The main model's hidden state is detached: the heads follow the
+    policy, they do not pull it."""
+    b, t = batch.tokens.shape
+    positions = torch.arange(t).expand(b, t)
+    prev = hidden.detach()
+    losses = []
+    for head in range(model.num_mtp):
+        k = head + 1  # head k at position i reads (h^{k-1}_i, x_{i+k}) and predicts x_{i+k+1}
+        n = t - k - 1  # positions whose target exists
+        if n <= 0:
+            break
+        prev, logits = model.mtp_step(head, prev[:, :t - k], batch.tokens[:, k:], positions[:, :t - k])
+        mask = batch.mask[:, k:]  # mask[j] = 1 where tokens[j + 1] is a completion token; here j = i + k
+        ce = torch.nn.functional.cross_entropy(logits[:, :n].reshape(-1, logits.shape[-1]).float(),
+                                               batch.tokens[:, k + 1:].reshape(-1), reduction="none")
+        losses.append((ce * mask.reshape(-1)).sum() / mask.sum().clamp(min=1))
+    return torch.stack(losses).mean() if losses else hidden.new_zeros(())
 
 
 def routing_agreement(model: PolicyModel, batch: PackedBatch) -> float:

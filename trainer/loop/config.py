@@ -71,6 +71,7 @@ class AlgoCfg(_Strict):
     entropy_coef: float = Field(0.0, ge=0)
     grad_clip: float = Field(1.0, gt=0)
     routing_replay: bool = True
+    mtp_loss_weight: float = Field(0.0, ge=0, description="train the MTP draft heads on the completions (keeps acceptance up)")
     mopd_alpha: float = 1.0
     mopd_eps_low: float = 0.5
     mopd_eps_high: float = 2.0

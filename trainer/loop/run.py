@@ -319,7 +319,8 @@ class Trainer:
         batch = pack(completions, model.config.pad_token_id)
         seq_w = torch.tensor([group_weights.get(e.group_id, 1.0) for e in events])
         agreement = routing_agreement(model, batch)
-        logp, entropy, aux = sequence_logprobs(model, batch, replay=cfg.algo.routing_replay, with_entropy=bool(cfg.algo.entropy_coef))
+        logp, entropy, aux = sequence_logprobs(model, batch, replay=cfg.algo.routing_replay, with_entropy=bool(cfg.algo.entropy_coef),
+                                               mtp_weight=cfg.algo.mtp_loss_weight)
         if cfg.algo.name == "grpo":
             ref = None
             if ref_model is not None:

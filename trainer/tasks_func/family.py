@@ -27,7 +27,7 @@ class FuncTask:
 
     def spec(self) -> TaskSpec:
         return TaskSpec(instance_id=f"func.{self.id}", kind="func", repo="envfarm/tasks-func", workdir="/tmp",
-                        problem_statement=self.prompt, install=InstallConfig(test_cmd="python3 -I -", log_parser="exit_code"),
+                        problem_statement=self.prompt, install=InstallConfig(test_cmd="python3 -I -", log_parser="exit_code"),  # graded by grade_batch, not a log parser
                         extra={"prompt": self.prompt, "test": self.test, "source": self.source, "domain": self.domain})
 
 

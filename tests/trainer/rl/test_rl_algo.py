@@ -155,3 +155,27 @@ def test_pack_rejects_mismatched_logprobs():
     c.logprobs = c.logprobs[:-1]
     with pytest.raises(EnvfarmError, match="log-probs"):
         pack([c], 258)
+
+
+def test_mtp_draft_loss_trains_only_the_heads_on_completion_tokens():
+    from trainer.algo.replay import mtp_draft_loss
+
+    torch.manual_seed(0)
+    model = PolicyModel(micro()).train()
+    batch = pack(_rollout(model), model.config.pad_token_id)
+    out = model(batch.tokens, routing=batch.routing)
+    loss = mtp_draft_loss(model, out.hidden, batch)
+    assert loss.item() > 0
+    loss.backward()
+    mtp_grad = sum(p.grad.abs().sum() for p in model.model.mtp_layers.parameters() if p.grad is not None)
+    trunk_grad = sum(p.grad.abs().sum() for p in model.model.layers.parameters() if p.grad is not None)
+    assert mtp_grad > 0 and trunk_grad == 0  # the heads follow the policy; they do not pull its trunk
+
+    opt = torch.optim.SGD(model.model.mtp_layers.parameters(), lr=0.5)
+    before = loss.item()
+    for _ in range(20):
+        opt.zero_grad()
+        loss = mtp_draft_loss(model, model(batch.tokens, routing=batch.routing).hidden, batch)
+        loss.backward()
+        opt.step()
+    assert float(loss) < before  # the heads learn to draft the sampled completions
