@@ -81,15 +81,12 @@ def one_pass(world: dict, home: Path, repeats: int) -> dict:
 
 def timecap_experiment(dump_dir: Path, repos: list[str], years: list[int]) -> dict:
     """Old commits of real repositories, built once with dependencies resolved as of the commit's date
-    (uv --exclude-newer) and once with today's packages; same (first) strategy and interpreter in every arm."""
-    from envfarm.images import ensure_image
-    from envfarm.images.build import ImageBuildError
-    from tasks.envsetup.base import BuildOptions, recipes_for
-    from tasks.envsetup.build import env_recipe
-    from tasks.envsetup.failures import classify_build_failure
+    (uv --exclude-newer), once with the cap but build/test tooling floating, and once with today's packages;
+    each arm runs the miner's full strategy chain."""
+    from tasks.envsetup.base import BuildOptions
+    from tasks.envsetup.build import build_env
     from tasks.mirror import Mirror
 
-    recipes = recipes_for("python")
     rows = []
     for repo in repos:
         mirror = Mirror(dump_dir / f"{repo.replace('/', '__')}.git")
@@ -98,21 +95,14 @@ def timecap_experiment(dump_dir: Path, repos: list[str], years: list[int]) -> di
             if not commit:
                 continue
             date = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(mirror.commit_time(commit)))
-            bundle = mirror.bundle(commit)
             for arm, options in (("capped_strict", BuildOptions(time_cap=True, float_tools=False)),
                                  ("capped_tools_float", BuildOptions(time_cap=True, float_tools=True)),
                                  ("today", BuildOptions(time_cap=False))):
-                strategy = recipes.strategies(mirror, commit, date, options)[0]
-                tooling = ensure_image(recipes.tooling(strategy.base_image)).tag
-                recipe = env_recipe(bundle, f"timecap-{repo}", str(year), commit, strategy, [], options, tooling)
-                t0 = time.monotonic()
-                try:
-                    built = ensure_image(recipe, timeout=900)
-                    ok, reason = True, ""
-                except ImageBuildError as exc:
-                    ok, reason = False, classify_build_failure(exc.log or exc.problem)
-                rows.append({"repo": repo, "year": year, "commit": commit[:12], "date": date, "arm": arm, "ok": ok,
-                             "reason_class": reason, "seconds": round(time.monotonic() - t0, 1), "strategy": strategy.name})
+                # The whole strategy chain, as the miner runs it: the first strategy that works wins.
+                result = build_env(mirror, f"timecap-{repo}", f"{year}-{arm}", commit, date, [], options)
+                rows.append({"repo": repo, "year": year, "commit": commit[:12], "date": date, "arm": arm, "ok": result.ok,
+                             "reason_class": result.reason_class, "seconds": round(result.seconds, 1),
+                             "winner": next((a.strategy for a in result.attempts if a.ok), None), "attempts": len(result.attempts)})
                 print(json.dumps(rows[-1]), flush=True)
     arms = sorted({r["arm"] for r in rows})
     rates = {arm: round(sum(r["ok"] for r in rows if r["arm"] == arm) / max(1, sum(r["arm"] == arm for r in rows)), 3) for arm in arms}
