@@ -111,6 +111,13 @@ class Trainer:
         if state:  # trained into the checkpoint: make sure the ledger says so before anything reloads it
             RewardLedger(store, run_id).commit(state["uncommitted"], {"step": state["step"], "via": "resume"})
             self._truncate_metrics(state["step"])
+        else:  # a fresh run in a used folder: its curve must not continue an older run's
+            for old in (self.metrics_file, self.out / "eval.jsonl", self.out / "reward.png"):
+                old.unlink(missing_ok=True)
+            if self.ckpt_dir.exists():
+                import shutil
+
+                shutil.rmtree(self.ckpt_dir)
         started_ray = _ray_up(cfg)
         t_start = time.time()
         workers: list[Any] = []
