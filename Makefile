@@ -10,13 +10,17 @@ PYTEST_ARGS ?=
 CONFIG ?= trainer/configs/demo.yaml
 REPOS ?= tasks/examples/repos.txt
 
-.PHONY: setup demo test test-fast bench bench-sandbox bench-mine bench-fleet bench-verify bench-rollout bench-train \
+
+.PHONY: setup demo demo-core test test-fast bench bench-sandbox bench-mine bench-fleet bench-verify bench-rollout bench-train \
         mine train pretrain-tiny manifests doctor gc clean
 
 setup:  ## install system packages, the virtualenv, the Podman socket, PostgreSQL and the base image (idempotent)
 	@bash scripts/setup.sh
 
-demo: setup  ## the main job on the embedded defaults
+demo: setup  ## the main job: the tiny pretrained policy learns a verifiable task family by RL (about 10 min)
+	$(PY) -m envfarm.cli train --config trainer/configs/demo.yaml train.resume=false
+
+demo-core: setup  ## the foundation alone: base image, one sandbox, one command, the run recorded in the store
 	$(PY) -m envfarm.cli demo
 
 test: setup  ## the whole test suite, SQLite and PostgreSQL

@@ -114,3 +114,16 @@ def store(store_url):  # type: ignore[no-untyped-def]
         yield s
     finally:
         s.dispose()
+
+
+@pytest.fixture(scope="session")
+def ray_local():  # type: ignore[no-untyped-def]
+    """One local Ray for the whole test session (starting one costs several seconds on 2 cores)."""
+    ray = pytest.importorskip("ray", reason="ray missing: run make setup")
+    started = False
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        started = True
+    yield ray
+    if started:
+        ray.shutdown()
