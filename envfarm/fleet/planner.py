@@ -119,9 +119,11 @@ class FleetPlanner:
         for view in pods:
             binding = in_flight_bindings.get(view.name) if in_flight_bindings else None
             views[view.name] = view.with_binding(*binding) if binding else view
+        unobserved: set[str] = set()  # created by us, not yet seen: never bind a claim to these
         for name, pod in (in_flight_creates or {}).items():
             if name not in views:
                 views[name] = pod if isinstance(pod, PodView) else PodView.from_pod(pod, now)
+                unobserved.add(name)
         used_indices: dict[str, set[int]] = {}
 
         claims_by_name = {claim.name: claim for claim in claims}
@@ -131,6 +133,7 @@ class FleetPlanner:
         warm_ready: dict[str, list[PodView]] = {}
         warm_pending: dict[str, list[PodView]] = {}
         resetting: dict[str, int] = {}
+        arriving: dict[str, int] = {}  # warm pods whose create is in flight
         ready = pending = claimed = warm = 0
         counted_ready = acc.counted_ready
         startup_horizon = now - spec.startup_timeout_seconds
@@ -179,6 +182,9 @@ class FleetPlanner:
             elif idle_horizon is not None and view.ready and view.idle_since < idle_horizon:
                 plan.deletes.append(Delete(view.name, "idle timeout"))
                 live -= 1
+            elif view.name in unobserved:
+                warm += 1
+                arriving[view.image] = arriving.get(view.image, 0) + 1
             else:
                 warm += 1
                 pools = warm_ready if view.ready else warm_pending
@@ -194,7 +200,7 @@ class FleetPlanner:
         free = {entry.name: _free_indices(used_indices.get(entry.name, set())) for entry in spec.images}
 
         for claim in sorted(claims_by_name.values(), key=lambda c: (c.created, c.name)):
-            room = self._serve_claim(plan, fleet, spec, claim, bound, warm_ready, warm_pending, free,
+            room = self._serve_claim(plan, fleet, spec, claim, bound, warm_ready, warm_pending, arriving, free,
                                      claim_failures.get(claim.name, 0), room, now)
 
         for entry in spec.images:
@@ -203,7 +209,7 @@ class FleetPlanner:
                     plan.deletes.append(Delete(view.name, "image quarantined"))
                 continue
             ready, pending = warm_ready.get(entry.name, []), warm_pending.get(entry.name, [])
-            supply = len(ready) + len(pending) + resetting.get(entry.name, 0)
+            supply = len(ready) + len(pending) + resetting.get(entry.name, 0) + arriving.get(entry.name, 0)
             for _ in range(max(0, entry.warm - supply)):
                 if room <= 0 or self._create_budget <= 0:
                     break
@@ -243,8 +249,8 @@ class FleetPlanner:
 
     def _serve_claim(self, plan: Plan, fleet: dict[str, Any], spec: FleetSpec, claim: ClaimView,
                      bound: dict[str, PodView], warm_ready: dict[str, list[PodView]],
-                     warm_pending: dict[str, list[PodView]], free: dict[str, Iterator[int]],
-                     new_failures: int, room: int, now: float) -> int:
+                     warm_pending: dict[str, list[PodView]], arriving: dict[str, int],
+                     free: dict[str, Iterator[int]], new_failures: int, room: int, now: float) -> int:
         if claim.deleting:
             return room
         if claim.phase in ("Failed", "Released"):
@@ -293,6 +299,9 @@ class FleetPlanner:
                     status.update(podIP=view.pod_ip, boundAtEpoch=f"{now:.3f}")
                 self._set_claim(plan, claim, status)
                 return room
+        if arriving.get(claim.image, 0) > 0:  # a warm pod is being created: take it once it is seen
+            arriving[claim.image] -= 1
+            return room
         if room <= 0:
             self._set_claim(plan, claim, {"phase": "Pending", "reason": "FleetAtMaxPods", "attempts": attempts})
             return room

@@ -171,11 +171,15 @@ class SimCluster:
         self.claim_created_at: dict[str, float] = {}
         self.live = 0
         self.running_count = 0
+        self._last_delivery: dict[str, float] = {}
 
     # -------------------------------------------------------------------------- watch delivery
     def _deliver(self, kind: str, name: str, obj: dict[str, Any] | None) -> None:
+        """A watch delivers late but in order: never before an earlier event of the same stream."""
         delay = self.sim.lognormal(self.model.watch_delay_median, 0.4)
-        self.sim.at(self.sim.now + delay, self._on_watch, kind, name, obj)
+        when = max(self.sim.now + delay, self._last_delivery.get(kind, 0.0))
+        self._last_delivery[kind] = when
+        self.sim.at(when, self._on_watch, kind, name, obj)
 
     def _on_watch(self, kind: str, name: str, obj: dict[str, Any] | None) -> None:
         ctl = self.controller

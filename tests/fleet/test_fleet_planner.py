@@ -169,3 +169,14 @@ def test_warm_pool_above_target_is_trimmed_and_idle_pods_are_reaped() -> None:
     plan = plan_for(planner, f, pods)
     reasons = sorted(d.reason for d in plan.deletes)
     assert reasons == ["idle timeout", "warm pool above target"]
+
+
+def test_a_claim_is_never_bound_to_a_pod_whose_create_is_still_in_flight() -> None:
+    planner, f = FleetPlanner(), fleet()
+    first = plan_for(planner, f, [])
+    in_flight = {c.pod["metadata"]["name"]: c.pod for c in first.creates}
+    plan = plan_for(planner, f, [], [claim("c0")], in_flight_creates=in_flight)
+    assert plan.pod_patches == []  # binding it would race the create (404) and could livelock
+    assert [c.claim for c in plan.creates] == [None]  # refill for the pod the claim will take; no on-demand
+    seen = materialize(first, running_status())
+    assert plan_for(planner, f, seen, [claim("c0")]).served == {"c0": "warm"}
