@@ -278,7 +278,9 @@ class FleetPlanner:
             status = {"phase": "Bound" if view.ready else "Pending", "podName": view.name, "attempts": attempts}
             if view.ready:
                 status["podIP"] = view.pod_ip
-                status["boundAtEpoch"] = claim.status.get("boundAtEpoch") or f"{now:.3f}"
+                sent = self._claim_status_sent.get(claim.uid or claim.name) or {}
+                # stable across passes while our last write is not yet watched: no rewrite per pass
+                status["boundAtEpoch"] = claim.status.get("boundAtEpoch") or sent.get("boundAtEpoch") or f"{now:.3f}"
             self._set_claim(plan, claim, status)
             return room
         if now - claim.created > claim.deadline_seconds:
