@@ -14,7 +14,11 @@ from envfarm.store.models import TaskRow
 def referenced_tags(store: Store) -> set[str]:
     with store.session() as session:
         tags = set(session.scalars(select(TaskRow.image)))
-        env_tags = {t.get("env_image") for t in session.scalars(select(TaskRow.spec)) if isinstance(t, dict)}
+        env_tags: set[str] = set()
+        for spec in session.scalars(select(TaskRow.spec)):
+            if isinstance(spec, dict):
+                install = spec.get("install") if isinstance(spec.get("install"), dict) else {}
+                env_tags |= {spec.get("env_image") or "", install.get("env_image") or "", install.get("base_image") or ""}
     return {t for t in tags | env_tags if t}
 
 
