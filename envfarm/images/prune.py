@@ -30,10 +30,11 @@ def prune(client: docker.DockerClient, store: Store, remove_all: bool = False, d
     order = {"instance": 0, "env": 1, "base": 2}
     images.sort(key=lambda image: order.get((image.labels or {}).get("envfarm.io/kind", ""), 3))
     for image in images:
-        tags = image.tags or []
-        if not tags or any(tag.removeprefix("docker.io/").removeprefix("localhost/") in keep or tag in keep for tag in tags):
-            continue
-        for tag in tags:
+        # Tags, not images: identical recipes under different names share one image id (the engine's
+        # layer cache), so one image can carry a kept tag and a stale one; only the stale tag goes.
+        for tag in image.tags or []:
+            if _short(tag) in keep:
+                continue
             if not dry_run:
                 try:
                     client.images.remove(tag)
@@ -43,3 +44,11 @@ def prune(client: docker.DockerClient, store: Store, remove_all: bool = False, d
                     continue
             removed.append(tag)
     return removed
+
+
+def _short(tag: str) -> str:
+    """The tag as envfarm names it (engines may report docker.io/ or localhost/ prefixes)."""
+    for prefix in ("docker.io/", "localhost/"):
+        if tag.startswith(prefix):
+            return tag[len(prefix):]
+    return tag

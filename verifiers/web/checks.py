@@ -30,9 +30,11 @@ def visual_checks(record: SessionRecord, script: InteractionScript, frames: Fram
                 out.append(CheckResult(name, False, "region not found on the page", rec.index, "video"))
                 continue
             if exp.changes:
+                # The largest change seen in any frame after the step: robust to frames that reach the
+                # video late, while a step that changes nothing still shows 0% in every frame.
                 before = frames.at(rec.started_s)
-                after = frames.at(rec.ended_s + VIDEO_LAG_S)
-                frac = changed_fraction(before, after, tuple(box))
+                after = frames.between(rec.ended_s + VIDEO_LAG_S, max(rec.window_end_s, rec.ended_s + VIDEO_LAG_S))
+                frac = max(changed_fraction(before, frame, tuple(box)) for frame in after)
                 out.append(CheckResult(name, frac > CHANGED_FRACTION, f"{frac:.2%} of the region changed across the step", rec.index, "video"))
                 continue
             window = frames.between(rec.ended_s + VIDEO_LAG_S, rec.window_end_s)

@@ -26,6 +26,8 @@ from verifiers.web.script import Expectation, InteractionScript, Step
 PAGE_REGION = "page"
 
 
+CHANGE_WINDOW_MS = 600
+
 @dataclass
 class CheckResult:
     check: str
@@ -160,6 +162,10 @@ async def _run_steps(page: Page, script: InteractionScript, record: SessionRecor
                 record.checks.append(await _dom_check(page, exp, record, index, min(timeout_ms, 1000)))
         if any(e.animates or e.still for e in step.expect):
             await page.wait_for_timeout(step.window_ms)
+        elif any(e.changes for e in step.expect):
+            # A loaded machine delivers screencast frames late: leave a short window in which the
+            # step's effect can reach the video, so `changes` does not read a frame from before it.
+            await page.wait_for_timeout(min(step.window_ms, CHANGE_WINDOW_MS))
         rec.window_end_s = time.monotonic() - t0
 
 
