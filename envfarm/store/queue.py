@@ -7,7 +7,7 @@ the select-then-update cannot interleave with another claimer's.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import Any, Iterable
 
 from sqlalchemy import and_, func, or_, select, update

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 
@@ -46,11 +45,9 @@ def test_default_isolation(docker_sandbox: DockerSandbox) -> None:
 
 
 def test_timeout_kills_the_whole_process_tree(docker_sandbox: DockerSandbox) -> None:
-    started = time.monotonic()
     result = docker_sandbox.exec("sleep 300 & sleep 301 & (sleep 302; echo never) ; wait", timeout=1.5)
     assert result.timed_out and result.exit_code == TIMEOUT_EXIT_CODE
-    assert "timed out" in result.output
-    assert time.monotonic() - started < 60
+    assert "timed out" in result.output and "never" not in result.output
     left = docker_sandbox.exec("ps -eo args | grep '^sleep 30' || true").output.strip()
     assert left == "", f"processes survived the timeout: {left}"
 

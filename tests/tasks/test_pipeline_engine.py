@@ -125,12 +125,10 @@ def test_rerun_redoes_no_finished_work(mined):
     store = mined["store"]
     before = {k: (r.updated_at, r.attempts) for k, r in rows(store, MiningCandidateRow).items()}
     envs_before = {k: r.updated_at for k, r in rows(store, MiningEnvRow).items()}
-    started = time.monotonic()
     run_inline(REPOS, mined["config"], store)
     after = {k: (r.updated_at, r.attempts) for k, r in rows(store, MiningCandidateRow).items()}
     assert after == before
     assert {k: r.updated_at for k, r in rows(store, MiningEnvRow).items()} == envs_before
-    assert time.monotonic() - started < 600  # (a guard against hanging, not a speed claim)
 
 
 @pytest.mark.slow
