@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 
 from tasks.mirror import Mirror, MirrorError
 from tasks.patchsplit import SplitDiff, split_diff
-from tasks.sources.records import Issue, PullRequest, RepoActivity
+from tasks.sources.records import Comment, Issue, PullRequest, RepoActivity
 
 _KEYWORDS = r"(?:close[sd]?|fix(?:e[sd])?|resolve[sd]?)"
 
@@ -47,6 +47,7 @@ class Candidate:
     head_commit: str
     split: SplitDiff
     link: str  # how the issue was linked: keyword or timeline
+    hints_text: str = ""  # issue comments written before the fix began (SWE-bench's definition)
 
     @property
     def instance_id(self) -> str:
@@ -100,6 +101,35 @@ def base_and_head(mirror: Mirror, pull: PullRequest) -> tuple[str, str]:
     return parents[0], head
 
 
+def hints_cutoff(mirror: Mirror, pull: PullRequest) -> datetime | None:
+    """When work on the fix began: comments after this may discuss the fix itself, so they are no hint.
+
+    SWE-bench uses the PR's first commit. Sources that know it (GraphQL, dumps) set `first_commit_at`;
+    otherwise a true merge's side branch in the mirror gives the earliest author date. Squash and rebase
+    merges rewrite commits, so there the PR's creation time is the honest fallback.
+    """
+    if pull.first_commit_at is not None:
+        return utc(pull.first_commit_at)
+    try:
+        parents = mirror.parents(pull.merge_commit_sha) if pull.merge_commit_sha else []
+        if len(parents) > 1:
+            out = mirror.git_bytes("log", "--format=%at", f"{parents[0]}..{parents[1]}").decode().split()
+            if out:
+                return datetime.fromtimestamp(min(int(t) for t in out), timezone.utc)
+    except (MirrorError, ValueError):
+        pass
+    return utc(pull.created_at) if pull.created_at else None
+
+
+def hints_text(comments: list[Comment], cutoff: datetime | None) -> str:
+    """Comment bodies strictly before `cutoff`, oldest first; undated comments (or no cutoff) are left out,
+    because a comment we cannot place in time might leak the fix."""
+    if cutoff is None:
+        return ""
+    early = [c for c in comments if c.created_at is not None and utc(c.created_at) < cutoff and c.body.strip()]
+    return "\n".join(c.body.strip() for c in sorted(early, key=lambda c: utc(c.created_at)))  # type: ignore[arg-type]
+
+
 def select(activity: RepoActivity, pull: PullRequest, mirror: Mirror, config: FilterConfig) -> Candidate | Rejection:
     repo = activity.repo
 
@@ -143,7 +173,9 @@ def select(activity: RepoActivity, pull: PullRequest, mirror: Mirror, config: Fi
         return reject("no_test_changes", "the pull request changes no tests, so nothing can check the fix")
     if not split.code_files:
         return reject("no_code_changes", "only tests (and docs) changed: there is no fix to make")
-    return Candidate(repo, pull, issues, base, head, split, link)
+    comments = [c for i in issues for c in activity.comments.get(i.number, [])]
+    hints = hints_text(comments, hints_cutoff(mirror, pull)) if comments else ""
+    return Candidate(repo, pull, issues, base, head, split, link, hints)
 
 
 def parents_range(mirror: Mirror, merge: str) -> str:

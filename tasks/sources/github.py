@@ -5,6 +5,12 @@ repositories (resume, incremental mining) re-reads everything from the on-disk c
 Primary limits (403/429 with x-ratelimit-remaining: 0) wait until x-ratelimit-reset when that is within
 `max_wait`, otherwise raise a SourceError naming the reset time so the batch records a skip and a later
 run resumes. Secondary limits (Retry-After) and 5xx/transport errors back off with tenacity.
+
+Issue comments (SWE-bench's `hints_text`) are fetched only for issues a merged PR links to and whose
+REST `comments` count is not 0. The optional GraphQL path (`graphql=True` or ENVFARM_GITHUB_GRAPHQL=1,
+needs a token) replaces one timeline call per issue with one call per 100 merged PRs
+(`closingIssuesReferences`, plus each PR's first commit time) and one comments call per issue with one
+call per 50 issues; any GraphQL failure falls back to REST and is noted in `RepoActivity.skipped`.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import json
 import os
 import re
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -22,7 +29,8 @@ import httpx
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from tasks.sources.jsonl import add_record
-from tasks.sources.records import RepoActivity, SourceError
+from tasks.sources.graphql import GraphQLUnavailable, closing_links, issue_comments, parse_graphql_body
+from tasks.sources.records import CrossReference, RepoActivity, SourceError
 
 API_URL = "https://api.github.com"
 _NEXT = re.compile(r'<([^>]+)>;\s*rel="next"')
@@ -42,6 +50,8 @@ class GitHubClient:
         sleep: Callable[[float], None] = time.sleep,
         timeout: float = 30.0,
         backoff: float = 1.0,
+        graphql: bool | None = None,
+        graphql_min_remaining: int = 50,
     ) -> None:
         self.token = token if token is not None else os.environ.get("GITHUB_TOKEN", "")
         headers = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28", "User-Agent": "envfarm-miner"}
@@ -51,7 +61,14 @@ class GitHubClient:
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.max_wait = max_wait
         self.sleep = sleep
-        self.stats = {"requests": 0, "not_modified": 0, "rate_limited": 0}
+        self.stats = {"requests": 0, "not_modified": 0, "rate_limited": 0, "graphql": 0, "graphql_cost": 0, "graphql_fallbacks": 0}
+        if graphql is None:
+            graphql = os.environ.get("ENVFARM_GITHUB_GRAPHQL", "") == "1"
+        self.graphql_enabled = bool(graphql and self.token)  # GitHub answers anonymous GraphQL with 401
+        self.graphql_url = _graphql_url(base_url)
+        self.graphql_min_remaining = graphql_min_remaining
+        self.graphql_remaining: int | None = None  # from the last answer's rateLimit field
+        self.graphql_reset = ""
         self._retrying = Retrying(
             retry=retry_if_exception_type(_Transient), wait=wait_exponential(multiplier=backoff, max=60),
             stop=stop_after_attempt(6), sleep=sleep, reraise=True,
@@ -140,6 +157,50 @@ class GitHubClient:
             )
         raise SourceError(f"GitHub refused {response.request.url} (403): {response.text[:200]}", "check the token's permissions", reason_class="forbidden")
 
+    # -- GraphQL ----------------------------------------------------------------------------------
+    def graphql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+        """POST one query: its `data`, or GraphQLUnavailable (the caller falls back to REST).
+
+        Transport errors, 5xx and HTTP rate limits behave as in REST (GraphQL sends the same headers);
+        a GraphQL budget below `graphql_min_remaining` points is not spent: REST has its own budget.
+        """
+        if self.graphql_remaining is not None and self.graphql_remaining < self.graphql_min_remaining:
+            raise GraphQLUnavailable(f"GraphQL budget low ({self.graphql_remaining} points left until {self.graphql_reset or 'reset'})")
+        data = self._retrying(self._post_graphql_once, query, variables or {})
+        limit = data.get("rateLimit")
+        if isinstance(limit, dict):
+            self._note_graphql_budget(limit)
+        return data
+
+    def _post_graphql_once(self, query: str, variables: dict[str, Any]) -> dict[str, Any]:
+        self.stats["requests"] += 1
+        self.stats["graphql"] += 1
+        try:
+            response = self.http.post(self.graphql_url, json={"query": query, "variables": variables})
+        except httpx.TransportError as exc:
+            raise _Transient(str(exc)) from exc
+        if response.status_code == 401:
+            raise SourceError("GitHub rejected the token (401 Bad credentials)", "set GITHUB_TOKEN to a valid token, or unset it", reason_class="bad_token")
+        if response.status_code in (403, 429) and (response.headers.get("retry-after") is not None or response.headers.get("x-ratelimit-remaining") == "0"):
+            self._rate_limited(response)
+        if response.status_code >= 500:
+            raise _Transient(f"{response.status_code} from {self.graphql_url}")
+        if response.status_code >= 400:
+            raise GraphQLUnavailable(f"GraphQL answered {response.status_code}: {response.text[:200]}")
+        try:
+            body = response.json()
+        except ValueError as exc:
+            raise GraphQLUnavailable(f"GraphQL answer is not JSON: {response.text[:100]!r}") from exc
+        return parse_graphql_body(body)
+
+    def _note_graphql_budget(self, limit: dict[str, Any]) -> None:
+        cost, remaining = limit.get("cost"), limit.get("remaining")
+        if isinstance(cost, int):
+            self.stats["graphql_cost"] += cost
+        if isinstance(remaining, int):
+            self.graphql_remaining = remaining
+            self.graphql_reset = str(limit.get("resetAt") or "")
+
     def paginate(self, url: str, params: dict[str, Any] | None = None, max_items: int | None = None) -> Iterator[dict[str, Any]]:
         seen = 0
         page, next_url = self.get(url, params)
@@ -154,8 +215,8 @@ class GitHubClient:
             page, next_url = self.get(next_url)
 
     # -- what the miner needs ---------------------------------------------------------------------
-    def repo_activity(self, repo: str, max_prs: int | None = None, timelines: bool = True) -> RepoActivity:
-        """Merged PRs, closed issues, and the cross-references on those issues' timelines."""
+    def repo_activity(self, repo: str, max_prs: int | None = None, timelines: bool = True, comments: bool = True) -> RepoActivity:
+        """Merged PRs, closed issues, the links between them (timelines or GraphQL), and linked issues' comments."""
         owner_name = repo.strip("/")
         meta, _ = self.get(f"/repos/{owner_name}")
         activity = RepoActivity(repo=owner_name, clone_url=meta.get("clone_url", "") if isinstance(meta, dict) else "")
@@ -164,15 +225,65 @@ class GitHubClient:
                 add_record(activity, "pull", doc)
         for doc in self.paginate(f"/repos/{owner_name}/issues", {"state": "closed", "per_page": 100}):
             add_record(activity, "issue", doc)
-        if timelines:
+        linked_by_graphql = timelines and self.graphql_enabled and self._graphql_links(activity, owner_name)
+        if timelines and not linked_by_graphql:
             # Timelines cost one call per issue: ask only for issues no merged PR already closes by keyword.
-            from tasks.candidates import closing_refs
-
-            linked = {n for p in activity.pulls.values() for n in closing_refs(f"{p.title}\n{p.body}", owner_name)}
-            for number in sorted(set(activity.issues) - linked):
+            for number in sorted(set(activity.issues) - _keyword_linked(activity)):
                 for event in self.paginate(f"/repos/{owner_name}/issues/{number}/timeline", {"per_page": 100}):
                     add_record(activity, "timeline", event, number)
+        if comments:
+            self._comments(activity, owner_name)
         return activity
+
+    def _graphql_links(self, activity: RepoActivity, repo: str) -> bool:
+        """Closing references (and first-commit times) of merged PRs from GraphQL; False means use REST."""
+        try:
+            links = closing_links(self.graphql, repo, set(activity.pulls))
+        except GraphQLUnavailable as exc:
+            self._fell_back(activity, f"closing references: {exc}")
+            return False
+        for number, (issues, first_commit) in links.items():
+            activity.references.extend(CrossReference(issue, number) for issue in issues)
+            if first_commit is not None and number in activity.pulls:
+                activity.pulls[number] = replace(activity.pulls[number], first_commit_at=first_commit)
+        return True
+
+    def _comments(self, activity: RepoActivity, repo: str) -> None:
+        """Comments of linked issues that have any: GraphQL in batches when enabled, REST for the rest."""
+        wanted = sorted(n for n in _linked_issues(activity) if activity.issues[n].comment_count != 0)
+        if self.graphql_enabled and wanted:
+            try:
+                for number, docs in issue_comments(self.graphql, repo, wanted).items():
+                    for doc in docs:
+                        add_record(activity, "comment", doc, number)
+                    wanted.remove(number)
+            except GraphQLUnavailable as exc:
+                self._fell_back(activity, f"issue comments: {exc}")
+        for number in wanted:
+            for doc in self.paginate(f"/repos/{repo}/issues/{number}/comments", {"per_page": 100}):
+                add_record(activity, "comment", doc, number)
+
+    def _fell_back(self, activity: RepoActivity, why: str) -> None:
+        self.stats["graphql_fallbacks"] += 1
+        activity.skipped.append(f"graphql: {why[:300]}; used REST instead")
 
     def close(self) -> None:
         self.http.close()
+
+
+def _graphql_url(base_url: str) -> str:
+    """api.github.com/graphql; GitHub Enterprise serves REST at /api/v3 and GraphQL at /api/graphql."""
+    base = base_url.rstrip("/")
+    return base[: -len("/v3")] + "/graphql" if base.endswith("/api/v3") else base + "/graphql"
+
+
+def _keyword_linked(activity: RepoActivity) -> set[int]:
+    from tasks.candidates import closing_refs
+
+    texts = (f"{p.title}\n{p.body}\n" + "\n".join(p.commit_messages) for p in activity.pulls.values())
+    return {n for text in texts for n in closing_refs(text, activity.repo)}
+
+
+def _linked_issues(activity: RepoActivity) -> set[int]:
+    """Known issues some merged PR closes by keyword or reference: the only ones whose comments can become hints."""
+    return (_keyword_linked(activity) | {r.issue_number for r in activity.references}) & set(activity.issues)

@@ -1,8 +1,9 @@
 """Offline source: a repository's issues, pull requests and timeline events from a JSONL dump.
 
 Layout (one file per repository, so an air-gapped cluster can mine from a snapshot):
-    DIR/<owner>__<name>.jsonl   lines {"type": "issue"|"pull"|"timeline", "data": {...GitHub REST fields}}
-                                (timeline lines also carry "issue_number")
+    DIR/<owner>__<name>.jsonl   lines {"type": "issue"|"pull"|"timeline"|"comment", "data": {...GitHub REST fields}}
+                                (timeline and comment lines also carry "issue_number"; a pull may carry
+                                "first_commit_at", the time its first commit was authored)
     DIR/<owner>__<name>.git     optional bare git mirror used instead of cloning from GitHub
 A malformed line is skipped with its line number and reason; it never stops the repository.
 """
@@ -13,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterable
 
-from tasks.sources.records import CrossReference, Issue, PullRequest, RepoActivity, SourceError
+from tasks.sources.records import Comment, CrossReference, Issue, PullRequest, RepoActivity, SourceError
 
 
 def dump_path(directory: Path, repo: str) -> Path:
@@ -47,8 +48,12 @@ def add_record(activity: RepoActivity, kind: str, data: dict[str, Any], issue_nu
         ref = reference_from_event(int(issue_number), data)
         if ref is not None:
             activity.references.append(ref)
+    elif kind == "comment":
+        if issue_number is None:
+            raise ValueError("comment record without issue_number")
+        activity.comments.setdefault(int(issue_number), []).append(Comment.from_api(int(issue_number), data))
     else:
-        raise ValueError(f"unknown record type {kind!r} (expected issue, pull or timeline)")
+        raise ValueError(f"unknown record type {kind!r} (expected issue, pull, timeline or comment)")
 
 
 def read_lines(repo: str, lines: Iterable[bytes], source_name: str) -> RepoActivity:

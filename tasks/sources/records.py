@@ -33,9 +33,11 @@ class Issue:
     created_at: datetime | None
     url: str = ""
     state: str = "closed"
+    comment_count: int | None = None  # REST's "comments"; 0 lets the client skip a comments call
 
     @classmethod
     def from_api(cls, doc: dict[str, Any]) -> "Issue":
+        count = doc.get("comments")
         return cls(
             number=int(doc["number"]),
             title=doc.get("title") or "",
@@ -43,6 +45,27 @@ class Issue:
             created_at=parse_time(doc.get("created_at")),
             url=doc.get("html_url") or "",
             state=doc.get("state") or "",
+            comment_count=count if isinstance(count, int) and not isinstance(count, bool) else None,
+        )
+
+
+@dataclass(frozen=True)
+class Comment:
+    """One comment on an issue; those written before the fix started become SWE-bench `hints_text`."""
+
+    issue_number: int
+    body: str
+    created_at: datetime | None
+    author: str = ""
+
+    @classmethod
+    def from_api(cls, issue_number: int, doc: dict[str, Any]) -> "Comment":
+        user = doc.get("user")
+        return cls(
+            issue_number=int(issue_number),
+            body=doc.get("body") or "",
+            created_at=parse_time(doc.get("created_at")),
+            author=(user.get("login") or "") if isinstance(user, dict) else "",
         )
 
 
@@ -59,6 +82,8 @@ class PullRequest:
     url: str = ""
     commit_count: int = 1
     commit_messages: tuple[str, ...] = ()
+    # Not a REST field: GraphQL's first commit authoredDate, or a dump's "first_commit_at". It bounds hints_text.
+    first_commit_at: datetime | None = None
 
     @classmethod
     def from_api(cls, doc: dict[str, Any]) -> "PullRequest":
@@ -74,6 +99,7 @@ class PullRequest:
             url=doc.get("html_url") or "",
             commit_count=int(doc.get("commits") or 1),
             commit_messages=tuple(doc.get("commit_messages") or ()),
+            first_commit_at=parse_time(doc.get("first_commit_at")),
         )
 
 
@@ -93,5 +119,6 @@ class RepoActivity:
     issues: dict[int, Issue] = field(default_factory=dict)
     pulls: dict[int, PullRequest] = field(default_factory=dict)
     references: list[CrossReference] = field(default_factory=list)
+    comments: dict[int, list[Comment]] = field(default_factory=dict)  # issue number -> its comments
     skipped: list[str] = field(default_factory=list)
     clone_url: str = ""

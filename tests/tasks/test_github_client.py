@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,10 +19,15 @@ RECORDED = Path(__file__).parent / "recorded"
 
 
 class FakeGitHub(BaseHTTPRequestHandler):
-    """Serves the recordings; `script` maps a path to a queue of special answers (status, headers)."""
+    """Serves the recordings; `script` maps a path to a queue of special answers (status, headers).
+
+    POST /graphql answers from recorded GraphQL data; `graphql_script` queues raw answers
+    (status, body bytes) served first, and `queries` keeps every query received."""
 
     script: dict[str, list[tuple[int, dict[str, str]]]] = {}
     seen: list[tuple[str, str | None, str | None]] = []
+    graphql_script: list[tuple[int, bytes]] = []
+    queries: list[str] = []
 
     def log_message(self, *args) -> None:  # keep pytest output clean
         pass
@@ -39,6 +45,8 @@ class FakeGitHub(BaseHTTPRequestHandler):
             "/repos/acme/calc": "repo.json",
             "/repos/acme/calc/issues": "issues.json",
             "/repos/acme/calc/issues/3/timeline": "timeline_3.json",
+            "/repos/acme/calc/issues/1/comments": "comments_1.json",
+            "/repos/acme/calc/issues/3/comments": "comments_3.json",
         }
         if url.path == "/repos/acme/calc/pulls":
             page = "2" if "page=2" in (url.query or "") else "1"
@@ -47,6 +55,28 @@ class FakeGitHub(BaseHTTPRequestHandler):
         if url.path in routes:
             return self.answer(200, json.loads((RECORDED / routes[url.path]).read_text()), etag=f'"{routes[url.path]}"')
         return self.answer(404, {"message": "Not Found"})
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.seen.append((self.path, None, self.headers.get("Authorization")))
+        query = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"{}").get("query", "")
+        self.queries.append(query)
+        if urlparse(self.path).path != "/graphql":
+            return self.answer(404, {"message": "Not Found"})
+        if self.graphql_script:
+            status, raw = self.graphql_script.pop(0)
+            return self.raw(status, raw)
+        if "closingIssuesReferences" in query:
+            return self.answer(200, json.loads((RECORDED / "graphql_pulls.json").read_text()))
+        recorded = json.loads((RECORDED / "graphql_comments.json").read_text())
+        aliases = {f"i{n}": recorded.get(f"i{n}") for n in re.findall(r"\bi(\d+): issue\(", query)}
+        return self.answer(200, {"data": {"rateLimit": {"cost": 1, "remaining": 4997, "resetAt": "2024-03-01T01:00:00Z"}, "repository": aliases}})
+
+    def raw(self, status: int, data: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
     def answer(self, status: int, body, headers: dict[str, str] | None = None, etag: str | None = None) -> None:
         if etag and self.headers.get("If-None-Match") == etag:
@@ -67,7 +97,7 @@ class FakeGitHub(BaseHTTPRequestHandler):
 
 @pytest.fixture()
 def server():
-    FakeGitHub.script, FakeGitHub.seen = {}, []
+    FakeGitHub.script, FakeGitHub.seen, FakeGitHub.graphql_script, FakeGitHub.queries = {}, [], [], []
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), FakeGitHub)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -89,7 +119,8 @@ def test_activity_with_pagination_timeline_and_etag_cache(server, tmp_path):
     # Second pass: every page answers 304 from the on-disk ETag cache, same result.
     again = GitHubClient(token="good", base_url=server, cache_dir=tmp_path)
     assert sorted(again.repo_activity("acme/calc").pulls) == [2, 4]
-    assert again.stats["not_modified"] == again.stats["requests"] == 5
+    # repo, two pull pages, issues, #3's timeline, and the comments of #1 and #3 (both linked, both commented)
+    assert again.stats["not_modified"] == again.stats["requests"] == 7
     assert not list(tmp_path.rglob("*.tmp"))
     assert not any("good" in p.read_text() for p in tmp_path.rglob("*.json"))  # the token is never stored
 

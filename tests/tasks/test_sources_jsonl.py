@@ -26,7 +26,7 @@ def test_reads_issues_pulls_and_timeline_and_skips_bad_lines(tmp_path):
     assert activity.pulls[2].base_sha == "def" and activity.pulls[2].merged_at is not None
     assert [(r.issue_number, r.pr_number) for r in activity.references] == [(1, 2)]
     assert [s.split(":")[1] for s in activity.skipped] == ["3", "6", "7", "8", "9"]
-    assert "unknown record type 'comment'" in activity.skipped[2]
+    assert "comment record without issue_number" in activity.skipped[2]
 
 
 def test_missing_dump_is_a_clear_error(tmp_path):
