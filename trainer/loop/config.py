@@ -46,6 +46,25 @@ class AgentCfg(_Strict):
     transcripts: bool = True
 
 
+class PartialCfg(_Strict):
+    """Partial rollouts (MiMo's data scheduler): a worker call stops generating once a rollout used its token
+    budget or the call its time budget; unfinished groups are parked with the policy version that started
+    them and continued by a later call, or discarded once older than stream.max_staleness. Off by default:
+    the demo's completions are 12 tokens, so a budget would only add calls."""
+
+    enabled: bool = False
+    token_budget: int = Field(0, ge=0, description="new tokens per rollout per worker call; 0 = no token budget")
+    time_budget_s: float = Field(0.0, ge=0, description="a call starts no further segment after this many seconds; 0 = none")
+    segment_tokens: int = Field(4, ge=1, description="tokens generated between budget checks")
+
+    @model_validator(mode="after")
+    def _some_budget(self) -> "PartialCfg":
+        if self.enabled and not self.token_budget and not self.time_budget_s:
+            raise ValueError("rollout.partial.enabled is true but it has no budget: set rollout.partial.token_budget=4 "
+                             "or rollout.partial.time_budget_s=30 (or rollout.partial.enabled=false)")
+        return self
+
+
 class RolloutCfg(_Strict):
     num_workers: int = Field(1, ge=1, le=256)
     group_size: int = Field(8, ge=2, description="samples per task; GRPO needs >= 2")
@@ -54,6 +73,7 @@ class RolloutCfg(_Strict):
     grade_retries: int = Field(1, ge=0)
     image: str = ""  # empty: the configured base image
     worker_cpus: float = Field(1.0, ge=0)
+    partial: PartialCfg = Field(default_factory=PartialCfg)
 
 
 class StreamCfg(_Strict):
@@ -96,6 +116,25 @@ class TrainCfg(_Strict):
     eval_samples: int = Field(16, ge=0, description="samples per task for the start/end evaluation on the whole family; 0 = off")
 
 
+class KubernetesCfg(_Strict):
+    """Where rollout workers find their pods when sandbox.backend is kubernetes: worker i execs into pods[i]."""
+
+    namespace: str = "envfarm-sandboxes"
+    pods: list[str] = Field(default_factory=list, description="running sandbox pods, one per rollout worker")
+    container: str = "sandbox"
+    workdir: str = "/tmp"
+    kubeconfig: str | None = Field(None, description="null: in-cluster config, then KUBECONFIG / ~/.kube/config")
+    context: str | None = None
+    request_timeout_s: float = Field(10.0, gt=0, description="timeout of the start-up check that the pods exist")
+
+
+class SandboxCfg(_Strict):
+    """Which sandbox backend rollout workers grade in (Sandbox protocol: the code above it does not care)."""
+
+    backend: Literal["docker", "kubernetes"] = "docker"
+    kubernetes: KubernetesCfg = Field(default_factory=KubernetesCfg)
+
+
 class RunConfig(_Strict):
     name: str = "demo"
     policy: PolicyCfg = Field(default_factory=PolicyCfg)
@@ -106,8 +145,24 @@ class RunConfig(_Strict):
     algo: AlgoCfg = Field(default_factory=AlgoCfg)
     train: TrainCfg = Field(default_factory=TrainCfg)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    sandbox: SandboxCfg = Field(default_factory=SandboxCfg)
     store_url: str | None = None  # null: ENVFARM_DB_URL or the SQLite file under ~/.envfarm
     ray_address: str | None = None  # null: RAY_ADDRESS or a local Ray
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "RunConfig":
+        if self.rollout.partial.enabled and self.tasks.family != "func":
+            raise ValueError("rollout.partial.enabled is implemented for tasks.family=func only (agent episodes are not "
+                             "resumable yet): set rollout.partial.enabled=false")
+        if self.sandbox.backend == "kubernetes":
+            k = self.sandbox.kubernetes
+            if self.tasks.family != "func":
+                raise ValueError("sandbox.backend=kubernetes grades tasks.family=func only (SWE episodes need a pod per "
+                                 "instance image from a fleet claim): use sandbox.backend=docker")
+            if len(k.pods) < self.rollout.num_workers:
+                raise ValueError(f"sandbox.kubernetes.pods names {len(k.pods)} pod(s) for {self.rollout.num_workers} rollout "
+                                 "worker(s): list one running sandbox pod per worker, e.g. sandbox.kubernetes.pods=[sandbox-0]")
+        return self
 
 
 def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:

@@ -33,7 +33,8 @@ from trainer.loop import payload
 from trainer.loop.config import RunConfig
 from trainer.loop.plot import write_plot
 from trainer.loop.worker import RolloutWorker, build_policy
-from trainer.scheduler import DataScheduler
+from trainer.loop.sandboxes import preflight
+from trainer.scheduler import DataScheduler, PartialRollouts
 from trainer.tasks_func import family_tasks
 
 
@@ -102,6 +103,7 @@ class Trainer:
     # -- the loop -------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         cfg = self.cfg
+        preflight(cfg)  # a kubernetes backend that cannot work fails here, before anything starts
         torch.set_num_threads(cfg.train.torch_threads)
         torch.manual_seed(cfg.train.seed)
         self.out.mkdir(parents=True, exist_ok=True)
@@ -182,13 +184,25 @@ class Trainer:
         inflight: dict[Any, tuple[int, list[dict[str, str]]]] = {}
         uncommitted: list[str] = []  # the checkpoint's own list was committed before the stream started
         seen: set[str] = set()
-        totals = {"gen_tokens": 0, "gen_s": 0.0, "grade_s": 0.0, "wait_s": 0.0, "train_s": 0.0, "train_tokens": 0, "worker_restarts": 0, "failed_rollouts": 0}
+        totals = {"gen_tokens": 0, "gen_s": 0.0, "grade_s": 0.0, "wait_s": 0.0, "train_s": 0.0, "train_tokens": 0, "worker_restarts": 0, "failed_rollouts": 0,
+                  "resumed_groups": 0}
         acceptance: list[float] = []
         calls: list[dict[str, float]] = []
         first_step = step
+        # Unfinished groups parked between worker calls; the stream's staleness limit bounds how old they may get.
+        partials: PartialRollouts[dict[str, Any]] | None = PartialRollouts(cfg.stream.max_staleness) if cfg.rollout.partial.enabled else None
 
-        def dispatch(i: int, work: list[dict[str, str]] | None = None) -> None:
-            work = work or [{"group_id": uuid.uuid4().hex[:16], "task_id": t.id} for t in scheduler.batch(cfg.rollout.groups_per_call)]
+        def new_work(n: int) -> list[dict[str, Any]]:
+            work: list[dict[str, Any]] = [{"group_id": uuid.uuid4().hex[:16], "task_id": t.id} for t in scheduler.batch(n)]
+            if partials is not None:
+                for w in work:
+                    w["started_version"] = version
+            return work
+
+        def dispatch(i: int, work: list[dict[str, Any]] | None = None) -> None:
+            if work is None:  # continued groups first (they are the oldest), then new ones up to groups_per_call
+                resumed = [p.state for p in partials.resumable(version)] if partials is not None else []
+                work = resumed + new_work(max(0, cfg.rollout.groups_per_call - len(resumed))) if resumed else new_work(cfg.rollout.groups_per_call)
             inflight[workers[i].rollout.remote(work, [weights], version)] = (i, work)
 
         def harvest(timeout: float) -> None:
@@ -203,6 +217,9 @@ class Trainer:
                     totals["failed_rollouts"] += s["failed"]
                     acceptance.append(s["acceptance"])
                     calls.append({"tokens": s["tokens"], "gen_s": s["gen_s"], "grade_s": s["grade_s"], "rollouts": s["rollouts"]})
+                    for parked in s.get("parked", []):
+                        partials.park(parked["group_id"], parked, parked["started_version"])  # type: ignore[union-attr]
+                    totals["resumed_groups"] += s.get("resumed", 0)
                     dispatch(i)
                 except ray.exceptions.RayActorError:  # the worker died: a new one redoes the same groups
                     totals["worker_restarts"] += 1
@@ -262,6 +279,9 @@ class Trainer:
                    "staleness_max": stale_seen, "dropped_stale": dropped, "wait_s": round(wait_s, 3), "train_s": round(train_s, 3), "train_tokens": train_tokens,
                    "elapsed_s": round(time.time() - t_start, 1), "rollout_ids": [e.rollout_id for e in events],
                    "tasks": sorted({g[0].task_id for g in groups}), **metrics}
+            if partials is not None:
+                row.update(partial_parked=len(partials.parked), partial_discarded_groups=partials.discarded,
+                           continued_rollouts=sum(len(e.details.get("segment_versions", [])) > 1 for e in events))
             with self.metrics_file.open("a") as f:
                 f.write(json.dumps(row) + "\n")
             gen_tps = totals["gen_tokens"] / max(1e-9, totals["gen_s"])
@@ -298,7 +318,9 @@ class Trainer:
                 "mean_acceptance_length": round(sum(acceptance) / max(1, len(acceptance)), 3),
                 "worker_restarts": totals["worker_restarts"], "failed_rollouts": totals["failed_rollouts"],
                 "eval_start": (eval_start or {}).get("mean"), "eval_end": (eval_end or {}).get("mean"),
-                "calls": calls, "stream": stats, "out_dir": str(self.out), "plot": str(self.out / "reward.png")}
+                "calls": calls, "stream": stats, "out_dir": str(self.out), "plot": str(self.out / "reward.png"),
+                **({"partial": {"resumed_groups": totals["resumed_groups"], "discarded_groups": partials.discarded,
+                                "parked_at_end": len(partials.parked)}} if partials is not None else {})}
 
     def _update(self, model: Any, opt: Any, groups: list[list[Any]], group_weights: dict[str, float], cfg: RunConfig,
                 grpo_cfg: GRPOConfig, mopd_cfg: MOPDConfig, teachers: dict[str, Any], ref_model: Any) -> dict[str, float]:

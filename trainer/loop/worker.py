@@ -19,8 +19,9 @@ import torch
 from envfarm.errors import SandboxError
 from envfarm.stream.events import RewardEvent
 from envfarm.stream.ray_stream import publish_blocking
-from trainer.loop import payload
+from trainer.loop import partial, payload
 from trainer.loop.config import RunConfig
+from trainer.loop.sandboxes import make_sandbox
 from trainer.rollout.sampling import SamplingParams
 from trainer.tasks_func import family_tasks, grade_batch
 
@@ -60,12 +61,9 @@ class RolloutWorker:
         return os.getpid()
 
     def _sandbox(self):  # type: ignore[no-untyped-def]
+        """The grading sandbox, created on first use (and again after it died) by the configured backend."""
         if self.sandbox is None:
-            from envfarm.config import settings
-            from envfarm.sandbox.docker import DockerSandbox
-
-            self.sandbox = DockerSandbox(self.cfg.rollout.image or settings().base_image, run_id=self.run_id,
-                                         task_id=f"rollout-worker-{self.index}")
+            self.sandbox = make_sandbox(self.cfg, self.index, self.run_id)
         return self.sandbox
 
     def _drop_sandbox(self) -> None:
@@ -86,29 +84,46 @@ class RolloutWorker:
                 self._drop_sandbox()
         return None, reason
 
-    def rollout(self, work: list[dict[str, str]], weights: list[Any], version: int) -> dict[str, Any]:
-        """work: [{group_id, task_id}]; weights: [ObjectRef of a state dict] (nested so Ray does not fetch
-        it unless the version changed)."""
+    def _sync(self, weights: list[Any], version: int) -> None:
+        """Load the published weights only when the version moved (the ref is nested so Ray fetches lazily)."""
         if version != self.version:
             self.policy.model.load_state_dict(ray.get(weights[0]))
             self.policy.model.eval()
             self.version = version
+
+    def rollout(self, work: list[dict[str, Any]], weights: list[Any], version: int) -> dict[str, Any]:
+        """work: [{group_id, task_id}] (plus started_version and members for a group being continued);
+        weights: [ObjectRef of a state dict] (nested so Ray does not fetch it unless the version changed)."""
+        self._sync(weights, version)
         if self.family == "swe":
             return self._rollout_swe(work, version)
+        if self.cfg.rollout.partial.enabled:
+            return self._rollout_partial(work, version)
         g = self.cfg.rollout.group_size
         tasks = [self.tasks[w["task_id"]] for w in work]
         t0 = time.perf_counter()
         batch = self.policy.generate([t.prompt for t in tasks for _ in range(g)], self.sampling, draft=self.draft)
         gen_s = time.perf_counter() - t0
-        texts = [self.policy.tokenizer.decode(c.tokens) for c in batch.completions]
+        grade_s, statuses, failed = self._grade_and_publish(work, batch.completions, [version] * len(work), [{}] * len(batch.completions))
+        return {"gen_s": gen_s, "grade_s": grade_s, "tokens": sum(len(c.tokens) for c in batch.completions),
+                "rollouts": len(batch.completions), "duplicates": statuses.count("duplicate"),
+                "failed": failed, "acceptance": batch.stats.get("mean_acceptance_length", 1.0)}
+
+    def _grade_and_publish(self, work: list[dict[str, Any]], completions: list[Any], versions: list[int],
+                           extra: list[dict[str, Any]]) -> tuple[float, list[str], int]:
+        """Grade whole groups (work[i] owns completions[i*g:(i+1)*g]) and publish one event per rollout,
+        stamped with the policy version that started its group. Returns (grade seconds, statuses, failed)."""
+        g = self.cfg.rollout.group_size
+        tasks = [self.tasks[w["task_id"]] for w in work]
+        texts = [self.policy.tokenizer.decode(c.tokens) for c in completions]
         programs = [tasks[i // g].program(texts[i]) for i in range(len(texts))]
         t1 = time.perf_counter()
-        grades, failure = self._grade(programs)
+        grades, failure = self._grade(programs) if programs else ([], "")
         grade_s = time.perf_counter() - t1
         statuses = []
-        for i, c in enumerate(batch.completions):
+        for i, c in enumerate(completions):
             w, task = work[i // g], tasks[i // g]
-            details: dict[str, Any] = {"text": texts[i][:200], "worker": self.index}
+            details: dict[str, Any] = {"text": texts[i][:200], "worker": self.index, **extra[i]}
             if grades is None:
                 details["failure"] = failure
                 reward, passed = 0.0, False
@@ -117,13 +132,32 @@ class RolloutWorker:
                 reward = 1.0 if passed else 0.0
                 if not passed:
                     details["error"] = grades[i].error[-160:]
-            event = RewardEvent(rollout_id=f"{w['group_id']}-{i % g}", task_id=task.id, policy_version=version,
+            event = RewardEvent(rollout_id=f"{w['group_id']}-{i % g}", task_id=task.id, policy_version=versions[i // g],
                                 reward=reward, passed=passed, group_id=w["group_id"], group_size=g, run_id=self.run_id,
                                 domain=task.domain, payload=payload.encode(c), details=details)
             statuses.append(publish_blocking(self.stream, event))
-        return {"gen_s": gen_s, "grade_s": grade_s, "tokens": sum(len(c.tokens) for c in batch.completions),
-                "rollouts": len(batch.completions), "duplicates": statuses.count("duplicate"),
-                "failed": 0 if grades is not None else len(programs), "acceptance": batch.stats.get("mean_acceptance_length", 1.0)}
+        return grade_s, statuses, 0 if grades is not None else len(programs)
+
+    def _rollout_partial(self, work: list[dict[str, Any]], version: int) -> dict[str, Any]:
+        """Generate within this call's budget; groups whose every member finished are graded and published
+        (with their starting version), the rest come back as `parked` for the trainer to continue later.
+        Nothing of an unfinished group is published, so a group dropped as too stale left no reward anywhere."""
+        groups = [partial.members(w, self.cfg.rollout.group_size, self.policy.tokenizer.encode(self.tasks[w["task_id"]].prompt))
+                  for w in work]
+        t0 = time.perf_counter()
+        tokens, acceptance = partial.extend(self.policy, [m for ms in groups for m in ms], self.sampling, self.draft,
+                                            self.cfg.rollout.partial, version)
+        gen_s = time.perf_counter() - t0
+        max_new = self.sampling.max_new_tokens
+        done = [i for i, ms in enumerate(groups) if all(m.done(max_new) for m in ms)]
+        parked = [partial.park(work[i], groups[i], version) for i in range(len(work)) if i not in done]
+        finished_work = [work[i] for i in done]
+        members = [m for i in done for m in groups[i]]
+        grade_s, statuses, failed = self._grade_and_publish(
+            finished_work, [m.completion for m in members], [int(w.get("started_version", version)) for w in finished_work],
+            [{"segment_versions": list(m.versions)} for m in members])
+        return {"gen_s": gen_s, "grade_s": grade_s, "tokens": tokens, "rollouts": len(members), "duplicates": statuses.count("duplicate"),
+                "failed": failed, "acceptance": acceptance, "parked": parked, "resumed": sum("members" in w for w in work)}
 
     def _rollout_swe(self, work: list[dict[str, str]], version: int) -> dict[str, Any]:
         """Agent episodes (bash / str_replace / finish) in sandboxes from each task's instance image, graded
@@ -168,10 +202,7 @@ class RolloutWorker:
         rollouts but published nowhere: a fixed yardstick that the scheduler's task mix cannot bias."""
         if self.family != "func":
             return {"error": "evaluation is implemented for the func family only"}
-        if version != self.version:
-            self.policy.model.load_state_dict(ray.get(weights[0]))
-            self.policy.model.eval()
-            self.version = version
+        self._sync(weights, version)
         tasks = list(self.tasks.values())
         batch = self.policy.generate([t.prompt for t in tasks for _ in range(samples)], self.sampling, draft=self.draft)
         texts = [self.policy.tokenizer.decode(c.tokens) for c in batch.completions]
