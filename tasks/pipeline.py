@@ -70,6 +70,7 @@ class WorkItem:
     created_at: str
     source: dict[str, str]
     link: str
+    hints_text: str = ""
 
 
 @dataclass
@@ -147,6 +148,7 @@ def scan_repo(repo: str, url: str, config: MineConfig, store: Store) -> list[Env
             instance_id=c.instance_id, repo=repo, pr_number=c.pull.number, base_commit=c.base_commit, head_commit=c.head_commit,
             patch=c.split.patch, test_patch=c.split.test_patch, test_files=c.split.test_files, problem_statement=c.problem_statement,
             created_at=_iso(c.pull.created_at), source={"pull_request": c.pull.url, **{f"issue_{i.number}": i.url for i in c.issues}}, link=c.link,
+            hints_text=c.hints_text,
         ) for c in cands]
         key = f"{repo}@{version}"
         previous = env_row(store, key)
@@ -195,7 +197,7 @@ def validate_candidate(item: WorkItem, group: EnvGroup, env: dict[str, Any], con
             directives = [p for p in item.test_files if p.endswith(".py") and not p.endswith("conftest.py") and f"+++ b/{p}" in item.test_patch]
             task = TaskSpec(
                 instance_id=item.instance_id, repo=item.repo, base_commit=item.base_commit, patch=item.patch, test_patch=item.test_patch,
-                problem_statement=item.problem_statement, created_at=item.created_at or None, version=group.version,
+                problem_statement=item.problem_statement, hints_text=item.hints_text, created_at=item.created_at or None, version=group.version,
                 environment_setup_commit=group.env_commit, image=built.tag, language=config.filters.language, install=install,
                 source=item.source, extra={"test_directives": directives, "pr_number": item.pr_number, "link": item.link},
             )

@@ -159,6 +159,9 @@ def make_calc_repo(root: Path, salt: str = "") -> tuple[Path, Path]:
         pr_record(6, "Refactor", "cleanup", m6, m5, "2024-03-03T00:00:00Z"),
         pr_record(7, "Logo", "fixes #3", m7, m6, "2024-03-04T00:00:00Z"),
         {"type": "timeline", "issue_number": 3, "data": {"event": "cross-referenced", "source": {"issue": {"number": 4, "pull_request": {"url": "x"}}}}},
+        # hints_text: a comment before the fix began is a hint; one written after it is not.
+        {"type": "comment", "issue_number": 3, "data": {"body": "Seen for every pair of inputs.", "created_at": "2024-02-17T00:00:00Z", "user": {"login": "u"}}},
+        {"type": "comment", "issue_number": 3, "data": {"body": "Thanks, fixed!", "created_at": "2099-01-01T00:00:00Z", "user": {"login": "u"}}},
     ]
     lines = [json.dumps(r) for r in records]
     lines.insert(3, "{not json")  # a malformed line: skipped with its line number, never fatal

@@ -110,6 +110,7 @@ def test_exported_task_grades_with_the_rl_verifier(mined):
     from verifiers.swe import SweVerifier
 
     task = next(t for t in load_tasks(mined["store"]) if t.instance_id == "acme__calc-4")
+    assert task.hints_text == "Seen for every pair of inputs."  # comments before the fix, carried into the task
     verifier = SweVerifier(timeout=300)
     with DockerSandbox(task.image, run_id="pytest", task_id=task.instance_id) as box:
         assert verifier.verify(task, box, task.patch).passed
