@@ -88,6 +88,8 @@ class FleetController:
         self._busy_lock = threading.Lock()
         self._status_sent: dict[str, tuple[float, dict[str, Any]]] = {}
         self._prepull_applied: dict[str, str] = {}
+        self._specs: dict[str, FleetSpec] = {}  # each fleet's spec as of its last full plan
+        self._plan_lock = threading.RLock()  # full plans (reconcile thread) vs fast binds (claim watch)
         self._elector: LeaderElector | None = None
         self._threads: list[threading.Thread] = []
         self.reconciles = 0
@@ -163,7 +165,40 @@ class FleetController:
         self.enqueue(((new or old) or {}).get("metadata", {}).get("name", ""))
 
     def _on_claim(self, kind: str, old: ClaimView | None, new: ClaimView | None) -> None:
+        if new is not None and old is None and self._acting.is_set():
+            self.fast_bind(new)
         self.enqueue((new or old).fleet if (new or old) else "")
+
+    def fast_bind(self, claim: ClaimView) -> bool:
+        """Bind a new claim the moment it is watched, to a ready warm pod the last full plan left
+        spare, instead of waiting for the next full plan (O(pods): tens of ms at scale, then the
+        coalescing pause). Claims this cannot serve (no spare ready pod, a claim some plan already
+        acted on, a deleted fleet) wait for the full plan, which sees a fast binding through the
+        expectations and the claim status sent, as if it had made the decision itself."""
+        with self._plan_lock:
+            current = self.planners.get(claim.fleet)
+            spec = self._specs.get(claim.fleet)
+            fleet = self.fleets.get(claim.fleet)
+            if current is None or spec is None or fleet is None or fleet["metadata"].get("deletionTimestamp") \
+                    or current[0] != fleet["metadata"].get("uid", ""):
+                return False
+            planner = current[1]
+            bindings = self.expectations.bindings(claim.fleet)
+            _, deleting = self.expectations.pending(claim.fleet)
+
+            def take(seen: PodView) -> PodView | None:
+                view = self.pods.get(seen.name)
+                if view is None or view.resource_version != seen.resource_version or not view.ready \
+                        or view.claim or view.reset_pending or view.deleting or view.failure is not None \
+                        or view.name in bindings or view.name in deleting:
+                    return None
+                return view
+
+            plan = planner.fast_bind(spec, claim, take, self.clock())
+            if plan is None:
+                return False
+            self._apply_claims(claim.fleet, spec, planner, plan)
+            return True
 
     def enqueue(self, fleet: str) -> None:
         if not fleet:
@@ -220,6 +255,10 @@ class FleetController:
 
     # ------------------------------------------------------------------------------ reconcile
     def reconcile(self, name: str) -> Plan | None:
+        with self._plan_lock:
+            return self._reconcile(name)
+
+    def _reconcile(self, name: str) -> Plan | None:
         self.reconciles += 1
         fleet = self.fleets.get(name)
         if fleet is None:
@@ -242,6 +281,7 @@ class FleetController:
                                                       "message": exc.line()[:500]}]}, force=True)
             return None
         planner = self._planner(fleet)
+        self._specs[name] = spec
         adds, dels = self.expectations.pending(name)
         plan = planner.plan(fleet, spec, self.pods.by_index(name), self.claims.by_index(name), self.clock(),
                             adds, dels, self.expectations.bindings(name), max_creates=self._create_room())
@@ -258,39 +298,11 @@ class FleetController:
 
     def _apply(self, fleet: dict[str, Any], spec: FleetSpec, planner: FleetPlanner, plan: Plan) -> None:
         name, ns = fleet["metadata"]["name"], self.config.namespace
-        now = self.clock()
+        self._apply_claims(name, spec, planner, plan)  # bindings and claim status first, then creates
         for create in plan.creates:
             self._create(name, create.pod, PRIO_CLAIM if create.claim else PRIO_WARM)
         for delete in plan.deletes:
             self._delete(name, delete.name, delete.reason)
-        resets = set(plan.resets)
-        for patch in plan.pod_patches:
-            self.expectations.expect_binding(name, patch.name, patch.binding)
-
-            def bind(p: Any = patch) -> None:
-                written = self.api.patch_pod(ns, p.name, p.patch)
-                rv = str((written or {}).get("metadata", {}).get("resourceVersion", "0"))
-                self.expectations.binding_written(name, p.name, int(rv) if rv.isdigit() else 0)
-
-            def bound(ok: bool, exc: Exception | None, p: Any = patch) -> None:
-                if not ok:
-                    self._binding_failed(name, p.name)
-                elif p.name in resets:  # reset only once the pod is marked: never under a live claim
-                    self._reset(name, spec, p.name)
-
-            self.executor.submit(PRIO_CLAIM, f"bind {patch.name}", bind, bound)
-        for claim_name, status in plan.claim_status.items():
-            claim = self.claims.get(claim_name)
-            key = (claim.uid or claim.name) if claim else claim_name
-            self.executor.submit(PRIO_CLAIM, f"claim {claim_name}",
-                                 lambda c=claim_name, s=status: self._ignore_404(
-                                     lambda: self.api.patch_custom_status(ns, L.CLAIM_PLURAL, c, s)),
-                                 lambda ok, exc, k=key: None if ok else planner.forget_claim_status(k),
-                                 retry_conflict=True)
-        for claim_name, served in plan.served.items():
-            claim = self.claims.get(claim_name)
-            if claim is not None:
-                self.metrics.claim_latency.labels(served).observe(max(0.0, now - claim.created))
         for claim_name in plan.claim_deletes:
             self._once("delete-claim", claim_name, PRIO_STATUS, lambda c=claim_name: self._ignore_404(
                 lambda: self.api.delete_custom(ns, L.CLAIM_PLURAL, c)))
@@ -308,6 +320,37 @@ class FleetController:
         status = {**plan.status, "conditions": [{"type": "Valid", "status": "True", "reason": "SpecAccepted"}]}
         self._write_status(name, status, force=bool(plan.quarantined_now))
         self._ensure_prepull(fleet, spec)
+
+    def _apply_claims(self, name: str, spec: FleetSpec, planner: FleetPlanner, plan: Plan) -> None:
+        """The claim side of a plan (full or fast): pod bindings, claim status, latency metrics."""
+        ns, now = self.config.namespace, self.clock()
+        for patch in plan.pod_patches:
+            self.expectations.expect_binding(name, patch.name, patch.binding)
+
+            def bind(p: Any = patch) -> None:
+                written = self.api.patch_pod(ns, p.name, p.patch)
+                rv = str((written or {}).get("metadata", {}).get("resourceVersion", "0"))
+                self.expectations.binding_written(name, p.name, int(rv) if rv.isdigit() else 0)
+
+            def bound(ok: bool, exc: Exception | None, p: Any = patch) -> None:
+                if not ok:
+                    self._binding_failed(name, p.name)
+
+            self.executor.submit(PRIO_CLAIM, f"bind {patch.name}", bind, bound)
+        for claim_name, status in plan.claim_status.items():
+            claim = self.claims.get(claim_name)
+            key = (claim.uid or claim.name) if claim else claim_name
+            self.executor.submit(PRIO_CLAIM, f"claim {claim_name}",
+                                 lambda c=claim_name, s=status: self._ignore_404(
+                                     lambda: self.api.patch_custom_status(ns, L.CLAIM_PLURAL, c, s)),
+                                 lambda ok, exc, k=key: None if ok else planner.forget_claim_status(k),
+                                 retry_conflict=True)
+        for pod_name in plan.resets:
+            self._reset(name, spec, pod_name, plan.reset_patches.get(pod_name))
+        for claim_name, served in plan.served.items():
+            claim = self.claims.get(claim_name)
+            if claim is not None:
+                self.metrics.claim_latency.labels(served).observe(max(0.0, now - claim.created))
 
     # -------------------------------------------------------------------------------- writes
     def _create(self, fleet: str, pod: dict[str, Any], priority: int) -> None:
@@ -348,29 +391,40 @@ class FleetController:
         self.expectations.binding_failed(fleet, pod_name)
         self.enqueue(fleet)
 
-    def _reset(self, fleet: str, spec: FleetSpec, pod_name: str) -> None:
+    def _reset(self, fleet: str, spec: FleetSpec, pod_name: str, release: Any = None) -> None:
+        """Reset a released pod (it still carries its finished claim's label, so nothing binds it
+        meanwhile), then unbind it and mark it idle in one patch. Until the watch shows that patch
+        (a version at least as new as the one written) the expectations show the pod as resetting:
+        warm supply, not bindable, so no bind is sent against its old resourceVersion."""
         ns = self.config.namespace
-        if self.resetter is None:  # no exec access configured: a released pod cannot be reused safely
-            self._once("reset", pod_name, PRIO_DELETE, lambda: self._ignore_404(lambda: self.api.delete_pod(ns, pod_name)))
+        if self.resetter is None or release is None:  # no exec access: a released pod cannot be reused safely
+            self._delete(fleet, pod_name, "released (no reset)")
             return
+        with self._busy_lock:
+            if ("reset", pod_name) in self._busy:
+                return
+            self._busy.add(("reset", pod_name))
+        _, _, uses, idle_since = release.binding
+        self.expectations.expect_binding(fleet, pod_name, (None, True, uses, idle_since))
 
         def call() -> None:
             if not self.resetter(ns, pod_name, spec.template.reset_command):
                 raise RuntimeError(f"reset of {pod_name} failed")
-            self.api.patch_pod(ns, pod_name, {"metadata": {"annotations": {L.ANN_RESET: None,
-                                                                           L.ANN_IDLE_SINCE: f"{self.clock():.3f}"}}})
+            now = self.clock()
+            meta = {k: v for k, v in release.patch["metadata"].items() if k != "resourceVersion"}
+            meta["annotations"] = {**meta["annotations"], L.ANN_IDLE_SINCE: f"{now:.3f}"}
+            written = self.api.patch_pod(ns, pod_name, {"metadata": meta})  # still "resetting" until watched
+            rv = str((written or {}).get("metadata", {}).get("resourceVersion", "0"))
+            self.expectations.binding_written(fleet, pod_name, int(rv) if rv.isdigit() else 0)
 
         def done(ok: bool, exc: Exception | None) -> None:
             with self._busy_lock:
                 self._busy.discard(("reset", pod_name))
             if not ok:
                 log.warning("reset of %s failed (%s); deleting it", pod_name, exc)
+                self.expectations.binding_failed(fleet, pod_name)
                 self._delete(fleet, pod_name, "reset failed")
 
-        with self._busy_lock:
-            if ("reset", pod_name) in self._busy:
-                return
-            self._busy.add(("reset", pod_name))
         self.executor.submit(PRIO_CLAIM, f"reset {pod_name}", call, done)
 
     def _once(self, kind: str, target: str, priority: int, call: Callable[[], Any]) -> None:

@@ -59,7 +59,10 @@ class Expectations:
             if expected is None:
                 return
             written_rv = self._binding_rv.get((fleet, name), 0)
-            if deleted or (expected[1][0], expected[1][1]) == (claim, reset_pending) \
+            state = (expected[1][0], expected[1][1])
+            # a reset in flight (None, True) ends with the pod seen unbound: only the patch sent after the
+            # reset unbinds a released pod, and the watch may show it before the patch's response arrives
+            if deleted or state == (claim, reset_pending) or (state == (None, True) and (claim, reset_pending) == (None, False)) \
                     or (written_rv and resource_version >= written_rv):
                 del self._bindings[fleet][name]
                 self._binding_rv.pop((fleet, name), None)

@@ -57,6 +57,7 @@ class Plan:
     claim_status: dict[str, dict[str, Any]] = field(default_factory=dict)
     claim_deletes: list[str] = field(default_factory=list)
     resets: list[str] = field(default_factory=list)
+    reset_patches: dict[str, PodPatch] = field(default_factory=dict)  # pod -> release patch sent after its reset
     failures: list[tuple[PodView, Failure]] = field(default_factory=list)
     newly_ready: list[PodView] = field(default_factory=list)
     quarantined_now: list[str] = field(default_factory=list)
@@ -98,6 +99,8 @@ class FleetPlanner:
         self.counted_failures: set[str] = set()
         self._claim_status_sent: dict[str, dict[str, Any]] = {}
         self._templates: dict[tuple[Any, Any, str], dict[str, Any]] = {}
+        self.spare_ready: dict[str, list[PodView]] = {}  # ready warm pods the last plan left unclaimed
+        self._sorted_spares: set[int] = set()
 
     def plan(
         self,
@@ -173,7 +176,8 @@ class FleetPlanner:
                 claim = claims_by_name.get(view.claim)
                 if claim is None or claim.deleting or claim.release or claim.phase in ("Failed", "Released") \
                         or self._bound_too_long(claim, spec, now):
-                    self._release(plan, spec, view, claim, acc, now)
+                    if self._release(plan, spec, view, claim, acc, now):  # being reset: warm supply soon
+                        resetting[view.image] = resetting.get(view.image, 0) + 1
                     continue
                 bound[view.claim] = view
                 claimed += 1
@@ -224,6 +228,10 @@ class FleetPlanner:
             for view in (pending[::-1] + sorted(ready, key=lambda v: (v.uses, -v.idle_since)))[:excess]:
                 plan.deletes.append(Delete(view.name, "warm pool above target"))
 
+        trimmed = {d.name for d in plan.deletes}
+        self._sorted_spares: set[int] = set()
+        self.spare_ready = {image: [v for v in pool if v.name not in trimmed]
+                            for image, pool in warm_ready.items()}  # sorted by the first fast_bind that uses it
         counts["failedTotal"] = acc.failed_total
         plan.status = {**counts, **acc.status_fields(),
                        "observedGeneration": fleet.get("metadata", {}).get("generation", 0)}
@@ -235,17 +243,21 @@ class FleetPlanner:
         return bool(spec.ttl_seconds) and claim.phase == "Bound" and bound_at is not None and now - float(bound_at) > spec.ttl_seconds
 
     def _release(self, plan: Plan, spec: FleetSpec, view: PodView, claim: ClaimView | None,
-                 acc: FleetAccounting, now: float) -> None:
+                 acc: FleetAccounting, now: float) -> bool:
+        """Recycle (reset, then one patch that unbinds the pod and marks it idle) or delete the pod of a
+        finished claim. The pod keeps its old claim label while the reset runs, so it is never bound to a
+        new claim before it is clean; one pod write per recycle, not two (mark pending, then idle)."""
         recycle = (claim is not None and claim.release == "Recycle" and spec.recycle.enabled and view.ready
                    and view.uses < spec.recycle.max_uses and view.image not in acc.quarantined)
         if recycle:
-            plan.pod_patches.append(binding_patch(view, None, True, view.uses, now))
+            plan.reset_patches[view.name] = binding_patch(view, None, False, view.uses, now)
             plan.resets.append(view.name)
         else:
             plan.deletes.append(Delete(view.name, "claim released" if claim and claim.release else "claim gone or expired"))
         if claim is not None and not claim.deleting and claim.phase not in ("Failed", "Released"):
             reason = "Released" if claim.release else "TTLExpired"
             self._set_claim(plan, claim, {"phase": "Released", "reason": reason, "podName": view.name})
+        return recycle
 
     def _serve_claim(self, plan: Plan, fleet: dict[str, Any], spec: FleetSpec, claim: ClaimView,
                      bound: dict[str, PodView], warm_ready: dict[str, list[PodView]],
@@ -275,10 +287,13 @@ class FleetPlanner:
             if claim.pod_name == view.name and claim.attempts == attempts \
                     and claim.phase == ("Bound" if view.ready else "Pending"):
                 return room  # the common case at scale: already recorded, nothing to build or compare
+            sent = self._claim_status_sent.get(claim.uid or claim.name) or {}
+            if sent.get("podName") == view.name and sent.get("attempts", 0) == attempts \
+                    and sent.get("phase") == ("Bound" if view.ready else "Pending"):
+                return room  # our write saying exactly this is in flight or not yet watched: no second write
             status = {"phase": "Bound" if view.ready else "Pending", "podName": view.name, "attempts": attempts}
             if view.ready:
                 status["podIP"] = view.pod_ip
-                sent = self._claim_status_sent.get(claim.uid or claim.name) or {}
                 # stable across passes while our last write is not yet watched: no rewrite per pass
                 status["boundAtEpoch"] = claim.status.get("boundAtEpoch") or sent.get("boundAtEpoch") or f"{now:.3f}"
             self._set_claim(plan, claim, status)
@@ -316,6 +331,38 @@ class FleetPlanner:
         self._set_claim(plan, claim, {"phase": "Pending", "podName": pod["metadata"]["name"],
                                       "servedFrom": "on-demand", "attempts": attempts})
         return room - 1
+
+    def fast_bind(self, spec: FleetSpec, claim: ClaimView, take: Any, now: float) -> Plan | None:
+        """Serve one new claim between full plans, from the ready warm pods the last plan left spare.
+
+        `take(view)` returns the pod's current view if it is still what the last plan saw (the
+        controller checks it against the watch cache and the expectations), else None. Only claims no plan has acted on yet: the
+        next full plan sees the binding through the expectations and the status we sent, exactly
+        as if it had made the decision itself."""
+        if claim.deleting or claim.release or claim.pod_name or claim.phase != "Pending" or claim.attempts:
+            return None
+        if (claim.uid or claim.name) in self._claim_status_sent or now - claim.created > claim.deadline_seconds:
+            return None
+        if spec.image(claim.image) is None or claim.image in self.accounting.quarantined:
+            return None
+        pool = self.spare_ready.get(claim.image)
+        if not pool:
+            return None
+        if id(pool) not in self._sorted_spares:  # the order _serve_claim uses: pop() gives the same pod
+            pool.sort(key=lambda v: (v.uses, -v.idle_since))
+            self._sorted_spares.add(id(pool))
+        view = None
+        while pool and view is None:
+            view = take(pool.pop())
+        if view is None:
+            return None
+        plan = Plan()
+        served = "recycled" if view.uses > 0 else "warm"
+        plan.pod_patches.append(binding_patch(view, claim.name, False, view.uses + 1, now))
+        plan.served[claim.name] = served
+        self._set_claim(plan, claim, {"phase": "Bound", "podName": view.name, "servedFrom": served,
+                                      "attempts": 0, "podIP": view.pod_ip, "boundAtEpoch": f"{now:.3f}"})
+        return plan
 
     def _build(self, fleet: dict[str, Any], spec: FleetSpec, entry: Any, index: int, claim: str | None,
                now: float) -> dict[str, Any]:

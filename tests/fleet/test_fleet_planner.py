@@ -131,7 +131,8 @@ def test_release_recycles_a_ready_pod_or_deletes_it() -> None:
                                      "status": {"phase": "Bound"}}, NOW)
     recycle = plan_for(planner, f, [view], [released])
     assert recycle.resets == ["f-a-00000"] and recycle.deletes == []
-    assert recycle.pod_patches[0].patch["metadata"]["labels"][L.CLAIM] is None
+    assert recycle.pod_patches == []  # the pod keeps its label until the reset is done: one patch after it
+    assert recycle.reset_patches["f-a-00000"].patch["metadata"]["labels"][L.CLAIM] is None
     assert recycle.claim_status["c"]["phase"] == "Released"
     delete = plan_for(FleetPlanner(), f, [view], [ClaimView.from_claim(
         {"metadata": {"name": "c", "uid": "uc"}, "spec": {"fleet": "f", "image": "a", "release": "Delete"},
