@@ -41,7 +41,8 @@ if [ -n "${DOCKER_HOST:-}" ] && [ "${DOCKER_HOST}" != "unix://$SOCK_PATH" ] && a
 elif ! api_ok "$SOCK_PATH"; then
   mkdir -p "$(dirname "$SOCK_PATH")" /var/log/envfarm
   # From /: conmon writes files such as `oom` into the service's working directory.
-  (cd / && setsid nohup podman system service --time=0 "unix://$SOCK_PATH" >/var/log/envfarm/podman-service.log 2>&1 < /dev/null &)
+  setsid nohup sh -c 'cd / && exec podman system service --time=0 "unix://$0"' "$SOCK_PATH" \
+    >/var/log/envfarm/podman-service.log 2>&1 < /dev/null &
   for _ in $(seq 1 50); do api_ok "$SOCK_PATH" && break; sleep 0.2; done
   api_ok "$SOCK_PATH" || { echo "setup: podman system service did not answer on $SOCK_PATH (see /var/log/envfarm/podman-service.log)" >&2; exit 1; }
   did "started the Podman Docker-API service on unix://$SOCK_PATH"
