@@ -82,11 +82,12 @@ def images_has_base() -> None:
 def images_prune(
     all_: bool = typer.Option(False, "--all", help="also remove images still referenced by tasks and the base"),
     dry_run: bool = typer.Option(False, "--dry-run"),
+    name: str = typer.Option("", "--name", help="only images whose recipe name starts with this (e.g. a repository slug)"),
 ) -> None:
-    """Remove envfarm env/instance images that no task in the store references (and old base hashes)."""
+    """Remove envfarm env/instance images that no task in the store references (base images stay unless --all)."""
     from envfarm.images.prune import prune
 
-    removed = prune(_client(), _store(), remove_all=all_, dry_run=dry_run)
+    removed = prune(_client(), _store(), remove_all=all_, dry_run=dry_run, name_prefix=name)
     for tag in removed:
         console.print(("would remove " if dry_run else "removed ") + tag)
     console.print(f"{len(removed)} image(s) {'to remove' if dry_run else 'removed'}")

@@ -1,4 +1,8 @@
-"""Remove images nothing needs: env/instance layers no task references, and superseded base hashes."""
+"""Remove images nothing needs: env/instance layers no task in the store references.
+
+Base images are kept unless `remove_all`: they are expensive to rebuild (debootstrap) and any suite's
+base may be named by recipes that are not in this store yet.
+"""
 
 from __future__ import annotations
 
@@ -22,10 +26,22 @@ def referenced_tags(store: Store) -> set[str]:
     return {t for t in tags | env_tags if t}
 
 
-def prune(client: docker.DockerClient, store: Store, remove_all: bool = False, dry_run: bool = False) -> list[str]:
+def prune(
+    client: docker.DockerClient,
+    store: Store,
+    remove_all: bool = False,
+    dry_run: bool = False,
+    name_prefix: str = "",
+) -> list[str]:
+    """`name_prefix` limits pruning to images whose envfarm.io/name starts with it (one repository, say)."""
     keep = set() if remove_all else referenced_tags(store) | set(base_tags())
     removed: list[str] = []
-    images = client.images.list(filters={"label": "envfarm.io/kind"})
+    images = [
+        image
+        for image in client.images.list(filters={"label": "envfarm.io/kind"})
+        if (image.labels or {}).get("envfarm.io/name", "").startswith(name_prefix)
+        and (remove_all or (image.labels or {}).get("envfarm.io/kind") != "base")
+    ]
     # Instances first, then env, then base: children before parents so removal is not refused.
     order = {"instance": 0, "env": 1, "base": 2}
     images.sort(key=lambda image: order.get((image.labels or {}).get("envfarm.io/kind", ""), 3))

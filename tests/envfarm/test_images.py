@@ -89,11 +89,12 @@ def test_prune_keeps_referenced_images_and_removes_the_rest(engine_client, base_
     gone = ensure_image(ImageRecipe(kind="instance", name="prune-gone", parent=base_image, steps=("true",)), engine_client)
     with store.session() as session:
         session.add(TaskRow(instance_id="o__r-1", image=kept.tag, spec={}))
-    removed = prune(engine_client, store)
+    assert not [t for t in prune(engine_client, store, dry_run=True) if "envfarm/base" in t], "base images stay"
+    removed = prune(engine_client, store, name_prefix="prune-")  # scoped: other tests' images are not ours to remove
     try:
         assert gone.tag in [t.removeprefix("docker.io/") for t in removed]
         assert all(kept.tag not in t for t in removed)
-        assert all("envfarm/base" not in t for t in removed)
+        assert all("prune-" in t for t in removed)
     finally:
         for tag in (kept.tag, gone.tag):
             try:
