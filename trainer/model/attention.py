@@ -4,10 +4,16 @@ The mask is built from absolute positions (query vs key), never from tensor indi
 code serves training (positions = arange), ragged batches (padding has position -1), KV-cached
 decoding and speculative verification. The sink is one learnable logit per head that joins the
 softmax denominator and carries no value (gpt-oss style): heads may attend to "nothing".
+
+Decoding a small model is bound by the number of kernels, not by arithmetic, so the hot path
+counts them: RoPE is four kernels (x*cos + (x@R)*sin with a signed permutation R, exact), the
+mask of a forward pass is built once per layer kind and shared (`AttentionMasks`), and scores and
+outputs are plain batched matmuls.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -17,22 +23,63 @@ from torch import nn
 from trainer.model.config import PolicyConfig
 from trainer.model.kv_cache import LayerKVCache
 
+Rope = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # cos [B,T,1,D], sin [B,T,1,D], R [D,D]
 
-def rope_tables(positions: torch.Tensor, rope_dim: int, theta: float, dtype: torch.dtype
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos/sin of shape [B, 1, T, rope_dim/2] for absolute positions (padding clamps to 0)."""
+
+@functools.lru_cache(maxsize=16)
+def _rotate_half_matrix(head_dim: int, rope_dim: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """R with x @ R == rotate_half(x[..., :rope_dim]) padded with zeros: (x1, x2) -> (-x2, x1).
+    Each output sums one signed input and exact zeros, so the product is exact in any float type."""
+    half = rope_dim // 2
+    r = torch.zeros(head_dim, head_dim, dtype=dtype, device=device)
+    idx = torch.arange(half, device=device)
+    r[idx + half, idx] = -1.0
+    r[idx, idx + half] = 1.0
+    return r
+
+
+def rope_tables(positions: torch.Tensor, rope_dim: int, theta: float, dtype: torch.dtype, head_dim: int) -> Rope:
+    """Full-width cos/sin [B, T, 1, head_dim] for absolute positions (padding clamps to 0): the
+    rotated leading `rope_dim` dims get cos/sin, the rest cos=1, sin=0 (passed through unchanged)."""
     inv_freq = 1.0 / (theta ** (torch.arange(0, rope_dim, 2, dtype=torch.float32, device=positions.device) / rope_dim))
-    angles = positions.clamp(min=0).to(torch.float32)[..., None] * inv_freq
-    return angles.cos().to(dtype)[:, None], angles.sin().to(dtype)[:, None]
+    angles = positions.clamp(min=0).to(torch.float32)[..., None] * inv_freq  # [B, T, rope_dim/2]
+    rest = head_dim - rope_dim
+    cos, sin = angles.cos(), angles.sin()
+    cos = torch.cat([cos, cos, torch.ones_like(angles[..., :1]).expand(*angles.shape[:-1], rest)], dim=-1)
+    sin = torch.cat([sin, sin, torch.zeros_like(angles[..., :1]).expand(*angles.shape[:-1], rest)], dim=-1)
+    return cos.to(dtype)[:, :, None], sin.to(dtype)[:, :, None], _rotate_half_matrix(head_dim, rope_dim, dtype, positions.device)
 
 
-def apply_partial_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate the leading 2*cos.shape[-1] dims of each head (rotate-half layout), pass the rest."""
-    rd = cos.shape[-1] * 2
-    rot, rest = x[..., :rd], x[..., rd:]
-    x1, x2 = rot[..., : rd // 2], rot[..., rd // 2:]
-    rotated = torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
-    return torch.cat([rotated, rest], dim=-1)
+def apply_partial_rope(x: torch.Tensor, rope: Rope) -> torch.Tensor:
+    """Rotate the leading rope_dim dims of each head (rotate-half layout), pass the rest.
+    x [B, T, H, D]. Equal, bit for bit, to cat([x1*cos - x2*sin, x2*cos + x1*sin, rest])."""
+    cos, sin, r = rope
+    return x * cos + (x @ r) * sin
+
+
+class AttentionMasks:
+    """The blocked-key mask of one forward pass, per window (None = global), shared by its layers.
+    Valid because every layer of a kind holds the same positions: caches are written and cropped
+    for all layers alike. A layer whose key count differs recomputes rather than trusting the memo."""
+
+    def __init__(self) -> None:
+        self._blocked: dict[int | None, torch.Tensor] = {}
+
+    def blocked(self, q_pos: torch.Tensor, k_pos: torch.Tensor, window: int | None) -> torch.Tensor:
+        mask = self._blocked.get(window)
+        if mask is None or mask.shape[-1] != k_pos.shape[-1] or mask.shape[-2] != q_pos.shape[-1]:
+            mask = blocked_keys(q_pos, k_pos, window)
+            self._blocked[window] = mask
+        return mask
+
+
+def blocked_keys(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int | None) -> torch.Tensor:
+    """[B, 1, 1, T, S] True where query t may not see key s (empty slot, future, or out of window)."""
+    q, k = q_pos[:, :, None], k_pos[:, None, :]
+    allowed = (k >= 0) & (k <= q)
+    if window is not None:
+        allowed &= k > q - window
+    return ~allowed[:, None, None]
 
 
 class Attention(nn.Module):
@@ -56,38 +103,36 @@ class Attention(nn.Module):
     def new_cache(self, batch: int, slack: int, dtype: torch.dtype, device) -> LayerKVCache:
         return LayerKVCache(batch, self.n_kv, self.head_dim, self.v_dim, self.window, slack, dtype, device)
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor],
-                cache: LayerKVCache | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, rope: Rope, cache: LayerKVCache | None = None,
+                masks: AttentionMasks | None = None) -> torch.Tensor:
         b, t, _ = x.shape
-        q = self.q_proj(x).view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(b, t, self.n_kv, self.head_dim).transpose(1, 2)
-        v = self.v_proj(x).view(b, t, self.n_kv, self.v_dim).transpose(1, 2) * self.value_scale
-        cos, sin = rope
-        q, k = apply_partial_rope(q, cos, sin), apply_partial_rope(k, cos, sin)
+        q = apply_partial_rope(self.q_proj(x).view(b, t, self.n_heads, self.head_dim), rope)
+        k = apply_partial_rope(self.k_proj(x).view(b, t, self.n_kv, self.head_dim), rope).transpose(1, 2)
+        v = (self.v_proj(x).view(b, t, self.n_kv, self.v_dim) * self.value_scale).transpose(1, 2)
         if cache is not None:
             k, v, key_pos = cache.extend(k, v, positions)
         else:
             key_pos = positions
-        out = attend(q, k, v, positions, key_pos, self.window, self.attention_sink_bias)
+        blocked = masks.blocked(positions, key_pos, self.window) if masks is not None else None
+        out = attend(q.transpose(1, 2), k, v, positions, key_pos, self.window, self.attention_sink_bias, blocked)
         return self.o_proj(out.transpose(1, 2).reshape(b, t, self.n_heads * self.v_dim))
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: torch.Tensor, k_pos: torch.Tensor,
-           window: int | None, sink: torch.Tensor | None) -> torch.Tensor:
-    """Grouped-query attention. q [B,H,T,D], k [B,Hkv,S,D], v [B,Hkv,S,Dv] -> [B,H,T,Dv]."""
+           window: int | None, sink: torch.Tensor | None, blocked: torch.Tensor | None = None) -> torch.Tensor:
+    """Grouped-query attention. q [B,H,T,D], k [B,Hkv,S,D], v [B,Hkv,S,Dv] -> [B,H,T,Dv].
+    `blocked` [B,1,1,T,S] is the mask from `blocked_keys` when the caller already has it."""
     b, h, t, d = q.shape
     h_kv = k.shape[1]
     g = h // h_kv
-    qg = q.view(b, h_kv, g, t, d)
-    scores = torch.einsum("bkgtd,bksd->bkgts", qg, k) / math.sqrt(d)
-    allowed = (k_pos[:, None, :] >= 0) & (k_pos[:, None, :] <= q_pos[:, :, None])
-    if window is not None:
-        allowed &= k_pos[:, None, :] > q_pos[:, :, None] - window
-    scores = scores.masked_fill(~allowed[:, None, None], torch.finfo(scores.dtype).min)
+    scores = (q.reshape(b, h_kv, g * t, d) @ k.transpose(-1, -2)).view(b, h_kv, g, t, -1) / math.sqrt(d)
+    if blocked is None:
+        blocked = blocked_keys(q_pos, k_pos, window)
+    scores = scores.masked_fill(blocked, torch.finfo(scores.dtype).min)
     if sink is not None:
         sink_logit = sink.to(scores.dtype).view(1, h_kv, g, 1, 1).expand(b, h_kv, g, t, 1)
         probs = F.softmax(torch.cat([scores, sink_logit], dim=-1), dim=-1)[..., :-1]
     else:
         probs = F.softmax(scores, dim=-1)
-    out = torch.einsum("bkgts,bksd->bkgtd", probs, v)
-    return out.reshape(b, h, t, v.shape[-1])
+    out = probs.reshape(b, h_kv, g * t, -1) @ v
+    return out.view(b, h, t, v.shape[-1])

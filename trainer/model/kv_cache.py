@@ -5,6 +5,11 @@ stays flat however long the context grows. `slack` is the most tokens one step m
 take back (speculative verification), so cropping a rejected draft never loses a key the next query
 still needs. Global layers grow by doubling. Slot positions are stored explicitly (-1 = empty); the
 attention mask is computed from them, which makes ragged batches, padding and rollback one mechanism.
+
+A decoding step (at most `slack` new tokens) writes its keys into the cache first and attends over
+the cache itself: the ring still holds every key those queries can see, and no copy of the cache is
+made. Longer calls on a ring (prefill) attend over the old slots plus the new keys, since the ring
+write may overwrite keys that their earliest queries still need.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ class LayerKVCache:
                  slack: int = 8, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
                  initial_capacity: int = 256) -> None:
         self.window = window
+        self.slack = slack
         self.capacity = window + slack if window is not None else initial_capacity
         self._alloc(batch, kv_heads, k_dim, v_dim, dtype, device)
 
@@ -41,29 +47,34 @@ class LayerKVCache:
 
     def extend(self, k_new: torch.Tensor, v_new: torch.Tensor, pos_new: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Store the new keys; return (keys, values, positions) the new queries attend over."""
-        cap = self.capacity
-        k_all = torch.cat([self.k[:, :, :cap], k_new], dim=2)
-        v_all = torch.cat([self.v[:, :, :cap], v_new], dim=2)
-        pos_all = torch.cat([self.pos[:, :cap], pos_new], dim=1)
+        """Store the new keys ([B, Hkv, T, D]); return (keys, values, positions) the new queries attend over."""
+        t = pos_new.shape[1]
+        write_first = self.window is None or t <= self.slack
+        if not write_first:
+            cap = self.capacity
+            k_all = torch.cat([self.k[:, :, :cap], k_new.to(self.k.dtype)], dim=2)
+            v_all = torch.cat([self.v[:, :, :cap], v_new.to(self.v.dtype)], dim=2)
+            pos_all = torch.cat([self.pos[:, :cap], pos_new], dim=1)
         valid = pos_new >= 0
         if self.window is None:
-            top = int(pos_new.max()) + 1 if valid.any() else 0
+            top = int(pos_new.max()) + 1
             if top > self.capacity:
                 self._grow(top)
-                cap = self.capacity
             slot = pos_new.clamp(min=0)
         else:
-            # Within one call only the last `cap` positions of each row survive a ring write.
-            row_max = pos_new.max(dim=1, keepdim=True).values
-            valid = valid & (pos_new > row_max - cap)
+            cap = self.capacity
+            if t > cap:  # within one call only the last `cap` positions of each row survive a ring write
+                valid = valid & (pos_new > pos_new.max(dim=1, keepdim=True).values - cap)
             slot = pos_new.clamp(min=0) % cap
-        slot = torch.where(valid, slot, torch.full_like(slot, cap))
-        b, h, t, dk = k_new.shape
+        cap = self.capacity
+        slot = torch.where(valid, slot, cap)
+        b, h, _, dk = k_new.shape
         self.k.scatter_(2, slot[:, None, :, None].expand(b, h, t, dk), k_new.to(self.k.dtype))
         self.v.scatter_(2, slot[:, None, :, None].expand(b, h, t, v_new.shape[-1]), v_new.to(self.v.dtype))
-        self.pos.scatter_(1, slot, torch.where(valid, pos_new, torch.full_like(pos_new, -1)))
+        self.pos.scatter_(1, slot, torch.where(valid, pos_new, -1))
         self.pos[:, cap] = -1
+        if write_first:
+            return self.k[:, :, :cap], self.v[:, :, :cap], self.pos[:, :cap]
         return k_all, v_all, pos_all
 
     def crop(self, lengths: torch.Tensor) -> None:

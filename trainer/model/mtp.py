@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from trainer.model.attention import Attention
+from trainer.model.attention import Attention, AttentionMasks, Rope
 from trainer.model.config import PolicyConfig
 from trainer.model.ffn import DenseFFN, RMSNorm
 from trainer.model.kv_cache import LayerKVCache
@@ -30,8 +30,8 @@ class MTPBlock(nn.Module):
         self.final_layernorm = RMSNorm(d, eps)
 
     def forward(self, hidden_prev: torch.Tensor, token_emb: torch.Tensor, positions: torch.Tensor,
-                rope: tuple[torch.Tensor, torch.Tensor], cache: LayerKVCache | None = None) -> torch.Tensor:
+                rope: Rope, cache: LayerKVCache | None = None, masks: AttentionMasks | None = None) -> torch.Tensor:
         """Return this depth's hidden state (before final_layernorm, which the caller applies for logits)."""
         x = self.eh_proj(torch.cat([self.enorm(token_emb), self.hnorm(hidden_prev)], dim=-1))
-        x = x + self.self_attn(self.input_layernorm(x), positions, rope, cache)
+        x = x + self.self_attn(self.input_layernorm(x), positions, rope, cache, masks)
         return x + self.mlp(self.post_attention_layernorm(x))

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainer.model.attention import Attention, rope_tables
+from trainer.model.attention import Attention, AttentionMasks, Rope, rope_tables
 from trainer.model.config import PolicyConfig
 from trainer.model.ffn import DenseFFN, RMSNorm
 from trainer.model.kv_cache import ModelKVCache
@@ -79,15 +79,19 @@ class PolicyModel(nn.Module):
         return len(self.model.mtp_layers)
 
     def new_cache(self, batch: int, slack: int = 8, dtype: torch.dtype | None = None) -> ModelKVCache:
+        """`slack`: the most tokens one main-model call appends and may take back. The MTP heads
+        recompute up to twice that many positions a step (see the rollout engine), so their rings
+        get twice the slack, which keeps those calls on the cache's copy-free path."""
         dtype = dtype or self.lm_head.weight.dtype
         device = self.lm_head.weight.device
         return ModelKVCache(
             [layer.self_attn.new_cache(batch, slack, dtype, device) for layer in self.model.layers],
-            [block.self_attn.new_cache(batch, slack, dtype, device) for block in self.model.mtp_layers])
+            [block.self_attn.new_cache(batch, 2 * slack, dtype, device) for block in self.model.mtp_layers])
 
-    def _rope(self, positions: torch.Tensor, dtype: torch.dtype) -> dict[float, tuple[torch.Tensor, torch.Tensor]]:
+    def _rope(self, positions: torch.Tensor, dtype: torch.dtype) -> dict[float, Rope]:
         c = self.config
-        return {theta: rope_tables(positions, c.rope_dim, theta, dtype) for theta in {c.rope_theta, c.swa_rope_theta}}
+        return {theta: rope_tables(positions, c.rope_dim, theta, dtype, c.head_dim)
+                for theta in {c.rope_theta, c.swa_rope_theta}}
 
     def forward(self, tokens: torch.Tensor, routing: torch.Tensor | None = None,
                 positions: torch.Tensor | None = None, cache: ModelKVCache | None = None) -> ModelOutput:
@@ -105,12 +109,13 @@ class PolicyModel(nn.Module):
         x = self.model.embed_tokens(tokens)
         ropes = self._rope(positions, x.dtype)
         valid = positions >= 0
+        masks = AttentionMasks()
         chosen: list[torch.Tensor] = []
         aux = x.new_zeros((), dtype=torch.float32)
         for i, layer in enumerate(self.model.layers):
             attn = layer.self_attn
             h = layer.input_layernorm(x)
-            x = x + attn(h, positions, ropes[attn.theta], None if cache is None else cache.layers[i])
+            x = x + attn(h, positions, ropes[attn.theta], None if cache is None else cache.layers[i], masks)
             h = layer.post_attention_layernorm(x)
             if layer.is_moe:
                 replay = None if routing is None else routing[:, :, len(chosen)]
@@ -124,18 +129,20 @@ class PolicyModel(nn.Module):
         routing_out = torch.stack(chosen, dim=2) if chosen else None
         return ModelOutput(logits=logits, hidden=x, routing=routing_out, aux_loss=aux)
 
-    def mtp_rope(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    def mtp_rope(self, positions: torch.Tensor, dtype: torch.dtype) -> Rope:
         """RoPE tables of the MTP blocks (all SWA); compute once when several heads share positions."""
-        return rope_tables(positions, self.config.rope_dim, self.config.swa_rope_theta, dtype)
+        c = self.config
+        return rope_tables(positions, c.rope_dim, c.swa_rope_theta, dtype, c.head_dim)
 
     def mtp_step(self, head: int, hidden_prev: torch.Tensor, next_tokens: torch.Tensor, positions: torch.Tensor,
-                 cache: ModelKVCache | None = None, rope: tuple[torch.Tensor, torch.Tensor] | None = None
+                 cache: ModelKVCache | None = None, rope: Rope | None = None, masks: AttentionMasks | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One MTP depth: (h^{k-1}_i, x_{i+k}) at positions i -> (h^k_i, logits for x_{i+k+1})."""
+        """One MTP depth: (h^{k-1}_i, x_{i+k}) at positions i -> (h^k_i, logits for x_{i+k+1}).
+        `masks` may be shared by the heads of one drafting pass: their caches hold the same positions."""
         block = self.model.mtp_layers[head]
         emb = self.model.embed_tokens(next_tokens)
         rope = rope if rope is not None else self.mtp_rope(positions, emb.dtype)
-        h = block(hidden_prev, emb, positions, rope, None if cache is None else cache.mtp[head])
+        h = block(hidden_prev, emb, positions, rope, None if cache is None else cache.mtp[head], masks)
         return h, self.lm_head(block.final_layernorm(h))
 
     def mtp_losses(self, hidden: torch.Tensor, seq: torch.Tensor, num_heads: int | None = None) -> list[torch.Tensor]:

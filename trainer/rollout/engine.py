@@ -15,11 +15,12 @@ from __future__ import annotations
 import torch
 
 from envfarm.errors import EnvfarmError
+from trainer.model.attention import AttentionMasks
 from trainer.model.logprobs import gather_logprobs
 from trainer.model.policy_model import PolicyModel
 from trainer.rollout.result import Completion, RolloutBatch
 from trainer.rollout.sampling import SamplingParams, sample, warp
-from trainer.rollout.speculative import accept_drafts
+from trainer.rollout.speculative import accept_drafts, accept_greedy
 
 
 class RolloutEngine:
@@ -50,6 +51,7 @@ class RolloutEngine:
                  num_draft: int | None = None) -> RolloutBatch:
         k = self._check(prompts, sampling, draft, num_draft)
         model = self.model
+        greedy = sampling.greedy
         gen = torch.Generator().manual_seed(sampling.seed) if sampling.seed is not None else None
         b = len(prompts)
         rows = torch.arange(b)
@@ -67,7 +69,7 @@ class RolloutEngine:
         out = model(seq[:, :t_max], positions=pos, cache=cache)
         routing_chunks = [[out.routing[i, :lengths[i]]] if out.routing is not None else [] for i in range(b)]
         last_logits = out.logits[rows, lengths - 1]
-        x_new = sample(warp(last_logits, sampling), gen)
+        x_new = last_logits.argmax(-1) if greedy else sample(warp(last_logits, sampling), gen)
         gen_tokens = [[int(x_new[i])] for i in range(b)]
         gen_logps = [[float(v)] for v in gather_logprobs(last_logits, x_new)]
         n = lengths.clone()  # the main cache holds positions < n; x_new sits at position n
@@ -86,11 +88,12 @@ class RolloutEngine:
             done[i], finish[i] = self._stopped(gen_tokens[i], gen_logps[i], sampling)
         steps = accepted_total = 0
         accept_lengths: list[int] = []
+        slots = torch.arange(k + 1)
 
         while not bool(done.all()):
             active = ~done
             drafts = torch.zeros(b, k, dtype=torch.long)
-            q = torch.zeros(b, k, model.config.vocab_size)
+            q = None if greedy else torch.zeros(b, k, model.config.vocab_size)
             if k:
                 span = torch.where(active, n - head_start, torch.zeros_like(n))
                 width = int(span.max())
@@ -102,44 +105,52 @@ class RolloutEngine:
                     prefill_hidden = None
                 else:
                     prev = hidden_ring[rows[:, None], hpos.clamp(min=0) % ring]
-                rope = model.mtp_rope(hpos, prev.dtype)
+                rope, masks = model.mtp_rope(hpos, prev.dtype), AttentionMasks()
+                last = (span - 1).clamp(min=0)
+                # Drafts go into seq as they come: head h reads tokens up to n + h. Rows that are done
+                # get writes past their end too, which nothing reads.
+                draft_at = (n[:, None] + 1 + slots[:k]).clamp(max=capacity - 1)
                 for head in range(k):
                     cache.crop_mtp(head, head_start)
                     toks = seq.gather(1, (hpos + head + 1).clamp(min=0, max=capacity - 1))
-                    prev, logits = model.mtp_step(head, prev, toks, hpos, cache, rope)
-                    q_head = warp(logits[rows, (span - 1).clamp(min=0)], sampling)
-                    d = sample(q_head, gen)
-                    q[:, head], drafts[:, head] = q_head, d
-                    seq[rows, (n + head + 1).clamp(max=capacity - 1)] = torch.where(active, d, seq[rows, (n + head + 1).clamp(max=capacity - 1)])
+                    prev, logits = model.mtp_step(head, prev, toks, hpos, cache, rope, masks)
+                    if greedy:
+                        d = logits[rows, last].argmax(-1)
+                    else:
+                        q[:, head] = warp(logits[rows, last], sampling)
+                        d = sample(q[:, head], gen)
+                    drafts[:, head] = d
+                    seq[rows, draft_at[:, head]] = d
                 head_start = torch.where(active, (n - k + 1).clamp(min=0), head_start)
 
             verify = torch.cat([x_new[:, None], drafts], dim=1)
-            vpos = n[:, None] + torch.arange(k + 1)
-            vpos = torch.where(active[:, None], vpos, torch.full_like(vpos, -1))
+            vpos = torch.where(active[:, None], n[:, None] + slots, -1)
             out = model(verify, positions=vpos, cache=cache)
-            accepted, nxt = accept_drafts(warp(out.logits, sampling), q, drafts, gen)
-            draft_logps = gather_logprobs(out.logits[:, :k], drafts)  # [B,K]
-            next_logps = gather_logprobs(out.logits[rows, accepted], nxt)  # [B]
+            if greedy:
+                accepted, nxt = accept_greedy(out.logits.argmax(-1), drafts)
+            else:
+                accepted, nxt = accept_drafts(warp(out.logits, sampling), q, drafts, gen)
+            # The tokens committed at slots 0..a: the accepted drafts, then the target's own token.
+            chosen = torch.cat([drafts, nxt[:, None]], dim=1).scatter_(1, accepted[:, None], nxt[:, None])
+            chosen_logps = gather_logprobs(out.logits, chosen)  # [B, K+1]
             steps += 1
-            if k:  # keep the main hidden states of the committed tokens for the MTP heads
-                take = (torch.arange(k + 1)[None] <= accepted[:, None]) & active[:, None]
-                hidden_ring[rows[:, None].expand_as(take)[take], vpos[take] % ring] = out.hidden[take]
-            acc_l, nxt_l, drafts_l = accepted.tolist(), nxt.tolist(), drafts.tolist()
-            draft_lp_l, next_lp_l = draft_logps.tolist(), next_logps.tolist()
+            if k:  # keep the main hidden states for the MTP heads; rejected slots are never read
+                hidden_ring[rows[:, None], vpos % ring] = out.hidden
+            acc_l, chosen_l, logps_l = accepted.tolist(), chosen.tolist(), chosen_logps.tolist()
             for i in torch.nonzero(active).flatten().tolist():
                 a = acc_l[i]
                 accept_lengths.append(a + 1)
                 accepted_total += a
                 if out.routing is not None:
                     routing_chunks[i].append(out.routing[i, :a + 1])
-                new_tokens = drafts_l[i][:a] + [nxt_l[i]]
-                gen_tokens[i].extend(new_tokens)
-                gen_logps[i].extend(draft_lp_l[i][:a] + [next_lp_l[i]])
-                done[i], finish[i] = self._stopped(gen_tokens[i], gen_logps[i], sampling, len(new_tokens))
+                gen_tokens[i].extend(chosen_l[i][:a + 1])
+                gen_logps[i].extend(logps_l[i][:a + 1])
+                done[i], finish[i] = self._stopped(gen_tokens[i], gen_logps[i], sampling, a + 1)
             n = torch.where(active, n + accepted + 1, n)
-            cache.crop(n)
+            if k and any(acc_l[i] < k for i in range(b) if not done[i]):
+                cache.crop(n)  # forget rejected drafts (rows that just finished are never read again)
             x_new = torch.where(active, nxt, x_new)
-            seq[rows, n.clamp(max=capacity - 1)] = torch.where(active, x_new, seq[rows, n.clamp(max=capacity - 1)])
+            seq[rows, n.clamp(max=capacity - 1)] = x_new  # done rows rewrite the token already there
 
         completions = []
         n_moe, top_k = model.n_moe_layers, model.config.num_experts_per_tok

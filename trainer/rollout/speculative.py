@@ -32,3 +32,12 @@ def accept_drafts(p: torch.Tensor, q: torch.Tensor, drafts: torch.Tensor, genera
     mass = residual.sum(-1, keepdim=True)
     residual = torch.where(mass > 0, residual / mass.clamp(min=1e-30), target)  # p == q: residual is p
     return accepted, sample(residual, generator)
+
+
+def accept_greedy(target: torch.Tensor, drafts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same rule for temperature 0, on token ids instead of one-hot distributions: target [B,K+1]
+    argmax ids of the main model -> (accepted count [B], next token [B]: the target at the first
+    mismatch, or the bonus). Equal to `accept_drafts` on one-hot p and q, without [B,K,V] tensors."""
+    k = drafts.shape[1]
+    accepted = (drafts == target[:, :k]).long().cumprod(dim=1).sum(dim=1)
+    return accepted, target.gather(1, accepted[:, None]).squeeze(1)
