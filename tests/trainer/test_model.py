@@ -10,8 +10,8 @@ import torch
 
 from envfarm.errors import EnvfarmError
 from trainer.model import PolicyConfig, PolicyModel, load_checkpoint, micro, mimo_v2_flash, save_checkpoint, token_logprobs
-from trainer.model.attention import attend
-from trainer.model.moe import MoE
+from trainer.model.attention import apply_partial_rope, attend, rope_tables
+from trainer.model.moe import HAS_GROUPED_MM, MoE
 
 torch.set_num_threads(1)
 
@@ -80,13 +80,16 @@ def test_kv_cache_rollback_after_rejected_tokens():
     assert torch.allclose(got, full[:, 20:], atol=1e-4)
 
 
-def test_moe_dispatch_equals_naive_per_token_loop():
+@pytest.mark.parametrize("grad", [True, False], ids=["loop", "grouped_mm"])
+def test_moe_dispatch_equals_naive_per_token_loop(grad):
     torch.manual_seed(2)
     moe = MoE(micro(n_routed_experts=6, num_experts_per_tok=3)).eval()
     torch.nn.init.normal_(moe.gate.weight, std=0.5)
     moe.gate.e_score_correction_bias.normal_(std=0.1)
     x = torch.randn(3, 7, 32)
-    out, ids, _ = moe(x)
+    with torch.set_grad_enabled(grad):
+        assert moe._use_grouped_mm(21, x) == (not grad and HAS_GROUPED_MM)
+        out, ids, _ = moe(x)
     flat = x.reshape(-1, 32)
     ref = torch.zeros_like(flat)
     for n in range(flat.shape[0]):
@@ -97,6 +100,62 @@ def test_moe_dispatch_equals_naive_per_token_loop():
             ref[n] += weight * moe.experts[e](flat[n:n + 1])[0]
         assert sorted(chosen.tolist()) == sorted(ids.reshape(-1, 3)[n].tolist())
     assert torch.allclose(out.reshape(-1, 32), ref, atol=1e-5)
+
+
+@pytest.mark.skipif(not HAS_GROUPED_MM, reason="this torch has no torch._grouped_mm")
+def test_grouped_mm_dispatch_sees_every_weight_change():
+    """The stacked expert weights are a cache: an optimizer step, load_state_dict (in place or with
+    assign=True) and replacing a weight must all show up in the next no-grad call."""
+    torch.manual_seed(3)
+    moe = MoE(micro(n_routed_experts=4, num_experts_per_tok=2)).eval()
+    x = torch.randn(1, 5, 32)
+
+    def both() -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            fast = moe(x)[0]
+        return fast, moe(x)[0].detach()  # grad enabled: the per-expert loop on the live weights
+
+    fast, ref = both()
+    assert torch.allclose(fast, ref, atol=1e-6)
+    opt = torch.optim.SGD(moe.parameters(), lr=0.5)
+    moe(x)[0].pow(2).sum().backward()
+    opt.step()
+    fast2, ref2 = both()
+    assert not torch.allclose(ref2, ref, atol=1e-4) and torch.allclose(fast2, ref2, atol=1e-6)
+    state = {k: v + 0.1 for k, v in moe.state_dict().items()}
+    moe.load_state_dict(state)
+    fast3, ref3 = both()
+    assert torch.allclose(fast3, ref3, atol=1e-6) and not torch.allclose(ref3, ref2, atol=1e-4)
+    moe.load_state_dict({k: v * 0.5 for k, v in state.items()}, assign=True)
+    fast4, ref4 = both()
+    assert torch.allclose(fast4, ref4, atol=1e-6) and not torch.allclose(ref4, ref3, atol=1e-4)
+    moe.experts[1].down_proj.weight = torch.nn.Parameter(torch.zeros_like(moe.experts[1].down_proj.weight))
+    fast5, ref5 = both()
+    assert torch.allclose(fast5, ref5, atol=1e-6)
+
+
+def test_grouped_mm_is_only_for_small_no_grad_calls():
+    moe = MoE(micro(n_routed_experts=4, num_experts_per_tok=2))
+    x = torch.zeros(1, 1, 32)
+    with torch.no_grad():
+        limit = moe.grouped_mm_max_rows_per_expert * 4 // 2  # tokens at the limit
+        assert moe._use_grouped_mm(limit, x) == HAS_GROUPED_MM
+        assert not moe._use_grouped_mm(limit + 1, x)  # long prefills keep the loop (faster there)
+    assert not moe._use_grouped_mm(1, x)  # training: no CPU backward for the grouped GEMM
+
+
+def test_rope_equals_the_rotate_half_formula_bit_for_bit():
+    torch.manual_seed(4)
+    head_dim, rope_dim = 12, 4
+    x = torch.randn(2, 5, 3, head_dim)
+    pos = torch.tensor([[0, 1, 2, 3, 4], [7, 8, 9, -1, -1]])
+    got = apply_partial_rope(x, rope_tables(pos, rope_dim, 10_000.0, torch.float32, head_dim))
+    inv = 1.0 / (10_000.0 ** (torch.arange(0, rope_dim, 2, dtype=torch.float32) / rope_dim))
+    ang = pos.clamp(min=0).float()[..., None] * inv
+    cos, sin = ang.cos()[:, :, None], ang.sin()[:, :, None]
+    x1, x2, rest = x[..., :2], x[..., 2:4], x[..., 4:]
+    want = torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin, rest], dim=-1)
+    assert torch.equal(got, want)
 
 
 def test_mixed_batch_gives_each_sequence_its_own_logits():

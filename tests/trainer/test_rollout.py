@@ -13,6 +13,7 @@ from trainer.model import PolicyModel, load_checkpoint, micro, token_logprobs
 from trainer.rollout import RolloutEngine, SamplingParams
 from trainer.rollout import engine as engine_module
 from trainer.rollout.sampling import warp
+from trainer.rollout.speculative import accept_drafts, accept_greedy
 
 torch.set_num_threads(1)
 TINY = Path(__file__).resolve().parents[2] / "trainer" / "checkpoints" / "tiny"
@@ -45,6 +46,18 @@ def test_greedy_output_is_identical_with_and_without_mtp(heads):
     assert spec.stats["steps"] < plain.stats["steps"]
     for a, b in zip(plain.logprobs, spec.logprobs):
         assert torch.allclose(torch.tensor(a), torch.tensor(b), atol=1e-4)
+
+
+def test_greedy_accept_rule_equals_the_general_rule_on_one_hot_distributions():
+    torch.manual_seed(7)
+    b, k, vocab = 64, 3, 5  # a small vocabulary, so drafts often match the target
+    target = torch.randint(0, vocab, (b, k + 1))
+    drafts = torch.where(torch.rand(b, k) < 0.7, target[:, :k], torch.randint(0, vocab, (b, k)))
+    one_hot = torch.nn.functional.one_hot
+    general = accept_drafts(one_hot(target, vocab).float(), one_hot(drafts, vocab).float(), drafts, None)
+    greedy = accept_greedy(target, drafts)
+    assert torch.equal(general[0], greedy[0]) and torch.equal(general[1], greedy[1])
+    assert 0 < int((greedy[0] == k).sum()) < b and int((greedy[0] == 0).sum()) > 0  # every case occurs
 
 
 def test_greedy_identity_holds_when_drafts_are_mostly_rejected():
