@@ -38,16 +38,20 @@ def _rotate_half_matrix(head_dim: int, rope_dim: int, dtype: torch.dtype, device
     return r
 
 
+@functools.lru_cache(maxsize=16)
+def _frequencies(head_dim: int, rope_dim: int, theta: float, device: torch.device) -> torch.Tensor:
+    """[head_dim] angular frequencies: the rotated pairs' twice (rotate-half layout), then zeros, so
+    cos/sin of position * frequency are 1/0 on the dims RoPE passes through."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, rope_dim, 2, dtype=torch.float32, device=device) / rope_dim))
+    return torch.cat([inv_freq, inv_freq, torch.zeros(head_dim - rope_dim, device=device)])
+
+
 def rope_tables(positions: torch.Tensor, rope_dim: int, theta: float, dtype: torch.dtype, head_dim: int) -> Rope:
     """Full-width cos/sin [B, T, 1, head_dim] for absolute positions (padding clamps to 0): the
     rotated leading `rope_dim` dims get cos/sin, the rest cos=1, sin=0 (passed through unchanged)."""
-    inv_freq = 1.0 / (theta ** (torch.arange(0, rope_dim, 2, dtype=torch.float32, device=positions.device) / rope_dim))
-    angles = positions.clamp(min=0).to(torch.float32)[..., None] * inv_freq  # [B, T, rope_dim/2]
-    rest = head_dim - rope_dim
-    cos, sin = angles.cos(), angles.sin()
-    cos = torch.cat([cos, cos, torch.ones_like(angles[..., :1]).expand(*angles.shape[:-1], rest)], dim=-1)
-    sin = torch.cat([sin, sin, torch.zeros_like(angles[..., :1]).expand(*angles.shape[:-1], rest)], dim=-1)
-    return cos.to(dtype)[:, :, None], sin.to(dtype)[:, :, None], _rotate_half_matrix(head_dim, rope_dim, dtype, positions.device)
+    angles = positions.clamp(min=0).to(torch.float32)[..., None, None] * _frequencies(head_dim, rope_dim, theta,
+                                                                                     positions.device)
+    return angles.cos().to(dtype), angles.sin().to(dtype), _rotate_half_matrix(head_dim, rope_dim, dtype, positions.device)
 
 
 def apply_partial_rope(x: torch.Tensor, rope: Rope) -> torch.Tensor:
@@ -107,12 +111,12 @@ class Attention(nn.Module):
                 masks: AttentionMasks | None = None) -> torch.Tensor:
         b, t, _ = x.shape
         q = apply_partial_rope(self.q_proj(x).view(b, t, self.n_heads, self.head_dim), rope)
-        k = apply_partial_rope(self.k_proj(x).view(b, t, self.n_kv, self.head_dim), rope).transpose(1, 2)
-        v = (self.v_proj(x).view(b, t, self.n_kv, self.v_dim) * self.value_scale).transpose(1, 2)
+        k = apply_partial_rope(self.k_proj(x).view(b, t, self.n_kv, self.head_dim), rope)
+        v = self.v_proj(x).view(b, t, self.n_kv, self.v_dim) * self.value_scale
         if cache is not None:
             k, v, key_pos = cache.extend(k, v, positions)
         else:
-            key_pos = positions
+            k, v, key_pos = k.transpose(1, 2), v.transpose(1, 2), positions
         blocked = masks.blocked(positions, key_pos, self.window) if masks is not None else None
         out = attend(q.transpose(1, 2), k, v, positions, key_pos, self.window, self.attention_sink_bias, blocked)
         return self.o_proj(out.transpose(1, 2).reshape(b, t, self.n_heads * self.v_dim))
@@ -130,7 +134,8 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: torch.Tenso
         blocked = blocked_keys(q_pos, k_pos, window)
     scores = scores.masked_fill(blocked, torch.finfo(scores.dtype).min)
     if sink is not None:
-        sink_logit = sink.to(scores.dtype).view(1, h_kv, g, 1, 1).expand(b, h_kv, g, t, 1)
+        sink_logit = (sink if sink.dtype == scores.dtype else sink.to(scores.dtype)).view(1, h_kv, g, 1, 1)
+        sink_logit = sink_logit.expand(b, h_kv, g, t, 1)
         probs = F.softmax(torch.cat([scores, sink_logit], dim=-1), dim=-1)[..., :-1]
     else:
         probs = F.softmax(scores, dim=-1)

@@ -23,11 +23,14 @@ class LayerKVCache:
                  initial_capacity: int = 256) -> None:
         self.window = window
         self.slack = slack
+        self.top = 0  # global layers: 1 + the highest position ever written (attention stops there)
         self.capacity = window + slack if window is not None else initial_capacity
         self._alloc(batch, kv_heads, k_dim, v_dim, dtype, device)
 
     def _alloc(self, batch: int, kv_heads: int, k_dim: int, v_dim: int, dtype: torch.dtype, device) -> None:
-        # One extra slot at the end absorbs writes of padding tokens (a branch-free scatter).
+        # One spare slot at the end absorbs the writes of padding (position -1 indexes it: slot = pos
+        # on global layers, pos.fmod(capacity) on rings), so a write needs no branch and no mask.
+        self._rows = torch.arange(batch, device=device)[:, None]
         self.k = torch.zeros(batch, kv_heads, self.capacity + 1, k_dim, dtype=dtype, device=device)
         self.v = torch.zeros(batch, kv_heads, self.capacity + 1, v_dim, dtype=dtype, device=device)
         self.pos = torch.full((batch, self.capacity + 1), -1, dtype=torch.long, device=device)
@@ -47,35 +50,36 @@ class LayerKVCache:
 
     def extend(self, k_new: torch.Tensor, v_new: torch.Tensor, pos_new: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Store the new keys ([B, Hkv, T, D]); return (keys, values, positions) the new queries attend over."""
+        """Store the new keys and values ([B, T, Hkv, D], token-major as projected); return the keys
+        and values ([B, Hkv, S, D]) and their positions ([B, S]) that the new queries attend over."""
         t = pos_new.shape[1]
-        write_first = self.window is None or t <= self.slack
-        if not write_first:
-            cap = self.capacity
-            k_all = torch.cat([self.k[:, :, :cap], k_new.to(self.k.dtype)], dim=2)
-            v_all = torch.cat([self.v[:, :, :cap], v_new.to(self.v.dtype)], dim=2)
-            pos_all = torch.cat([self.pos[:, :cap], pos_new], dim=1)
-        valid = pos_new >= 0
+        rows = self._rows
         if self.window is None:
             top = int(pos_new.max()) + 1
-            if top > self.capacity:
-                self._grow(top)
-            slot = pos_new.clamp(min=0)
-        else:
-            cap = self.capacity
-            if t > cap:  # within one call only the last `cap` positions of each row survive a ring write
-                valid = valid & (pos_new > pos_new.max(dim=1, keepdim=True).values - cap)
-            slot = pos_new.clamp(min=0) % cap
+            if top > self.top:
+                self.top = top
+                if top > self.capacity:
+                    self._grow(top)
+            self._write(rows, pos_new, k_new, v_new, pos_new)
+            return self.k[:, :, :self.top], self.v[:, :, :self.top], self.pos[:, :self.top]
         cap = self.capacity
-        slot = torch.where(valid, slot, cap)
-        b, h, _, dk = k_new.shape
-        self.k.scatter_(2, slot[:, None, :, None].expand(b, h, t, dk), k_new.to(self.k.dtype))
-        self.v.scatter_(2, slot[:, None, :, None].expand(b, h, t, v_new.shape[-1]), v_new.to(self.v.dtype))
-        self.pos.scatter_(1, slot, torch.where(valid, pos_new, -1))
-        self.pos[:, cap] = -1
-        if write_first:
+        if t <= self.slack:
+            self._write(rows, pos_new.fmod(cap), k_new, v_new, pos_new)
             return self.k[:, :, :cap], self.v[:, :, :cap], self.pos[:, :cap]
+        k_all = torch.cat([self.k[:, :, :cap], k_new.transpose(1, 2).to(self.k.dtype)], dim=2)
+        v_all = torch.cat([self.v[:, :, :cap], v_new.transpose(1, 2).to(self.v.dtype)], dim=2)
+        pos_all = torch.cat([self.pos[:, :cap], pos_new], dim=1)
+        # Within one call only the last `cap` positions of each row survive a ring write; the rest
+        # (and padding) go to the spare slot, so no two kept writes share a slot.
+        keep = (pos_new >= 0) & (pos_new > pos_new.max(dim=1, keepdim=True).values - cap)
+        self._write(rows, torch.where(keep, pos_new.fmod(cap), -1), k_new, v_new, torch.where(keep, pos_new, -1))
         return k_all, v_all, pos_all
+
+    def _write(self, rows: torch.Tensor, slot: torch.Tensor, k_new: torch.Tensor, v_new: torch.Tensor,
+               pos_new: torch.Tensor) -> None:
+        self.k[rows, :, slot] = k_new.to(self.k.dtype)
+        self.v[rows, :, slot] = v_new.to(self.v.dtype)
+        self.pos[rows, slot] = pos_new
 
     def crop(self, lengths: torch.Tensor) -> None:
         """Forget every position >= lengths[row] (rejected draft tokens)."""
