@@ -140,10 +140,10 @@ class PolicyModel(nn.Module):
         """One MTP depth: (h^{k-1}_i, x_{i+k}) at positions i -> (h^k_i, logits for x_{i+k+1}).
         `masks` may be shared by the heads of one drafting pass: their caches hold the same positions."""
         block = self.model.mtp_layers[head]
-        emb = self.model.embed_tokens(next_tokens)
+        emb = F.embedding(next_tokens, self.model.embed_tokens.weight)  # hot path: no module calls (see MTPBlock)
         rope = rope if rope is not None else self.mtp_rope(positions, emb.dtype)
-        h = block(hidden_prev, emb, positions, rope, None if cache is None else cache.mtp[head], masks)
-        return h, self.lm_head(block.final_layernorm(h))
+        h = block.forward(hidden_prev, emb, positions, rope, None if cache is None else cache.mtp[head], masks)
+        return h, F.linear(block.final_layernorm.forward(h), self.lm_head.weight)
 
     def mtp_losses(self, hidden: torch.Tensor, seq: torch.Tensor, num_heads: int | None = None) -> list[torch.Tensor]:
         """Cross-entropy of each MTP head. seq [B, T+K+1]: the main model ran on seq[:, :T] and gave
