@@ -138,7 +138,7 @@ def test_grouped_mm_is_only_for_small_no_grad_calls():
     moe = MoE(micro(n_routed_experts=4, num_experts_per_tok=2))
     x = torch.zeros(1, 1, 32)
     with torch.no_grad():
-        limit = moe.grouped_mm_max_rows_per_expert * 4 // 2  # tokens at the limit
+        limit = moe.grouped_mm_max_rows_per_expert * 4 // 2  # tokens at the limit (2 slots each)
         assert moe._use_grouped_mm(limit, x) == HAS_GROUPED_MM
         assert not moe._use_grouped_mm(limit + 1, x)  # long prefills keep the loop (faster there)
     assert not moe._use_grouped_mm(1, x)  # training: no CPU backward for the grouped GEMM

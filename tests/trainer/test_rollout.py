@@ -44,6 +44,9 @@ def test_greedy_output_is_identical_with_and_without_mtp(heads):
     assert spec.tokens == plain.tokens
     assert spec.stats["accepted_drafts"] > 0  # drafts were really accepted, not all rejected
     assert spec.stats["steps"] < plain.stats["steps"]
+    for out in (plain, spec):  # time to first token and decoding time, for throughput reports
+        assert out.stats["decode_tokens"] == sum(len(t) for t in out.tokens) - len(prompts)
+        assert out.stats["prefill_seconds"] > 0 and out.stats["decode_seconds"] > 0
     for a, b in zip(plain.logprobs, spec.logprobs):
         assert torch.allclose(torch.tensor(a), torch.tensor(b), atol=1e-4)
 

@@ -43,9 +43,10 @@ class Router(nn.Module):
 
 
 # Mean (token, slot) pairs per expert up to which a no-grad call takes the grouped GEMM. Measured on
-# the tiny preset, one CPU thread: it beats the loop 1.05-1.7x from 1 to 257 tokens (64 per expert),
-# and loses 0.8x at 2048 tokens (512 per expert), where the loop's per-expert cost is amortised.
-GROUPED_MM_MAX_ROWS_PER_EXPERT = 64
+# the tiny preset, one CPU thread (bench/results/rollout.json, moe_dispatch): the loop takes 1.07-1.7x
+# as long from 1 to 257 tokens (64 pairs per expert) and 0.96x at 2048 tokens (512 per expert), where
+# its per-expert launch cost is amortised.
+GROUPED_MM_MAX_ROWS_PER_EXPERT = 128
 HAS_GROUPED_MM = hasattr(torch, "_grouped_mm")
 
 

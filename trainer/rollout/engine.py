@@ -12,6 +12,8 @@ back to s = n_prev - K + 1 and recompute from there: at most 2K positions per he
 
 from __future__ import annotations
 
+import time
+
 import torch
 
 from envfarm.errors import EnvfarmError
@@ -50,6 +52,7 @@ class RolloutEngine:
     def generate(self, prompts: list[list[int]], sampling: SamplingParams, draft: str | None = None,
                  num_draft: int | None = None) -> RolloutBatch:
         k = self._check(prompts, sampling, draft, num_draft)
+        started = time.perf_counter()
         model = self.model
         greedy = sampling.greedy
         gen = torch.Generator().manual_seed(sampling.seed) if sampling.seed is not None else None
@@ -57,7 +60,9 @@ class RolloutEngine:
         rows = torch.arange(b)
         lengths = torch.tensor([len(p) for p in prompts])
         t_max = int(lengths.max())
-        capacity = t_max + sampling.max_new_tokens + k + 2
+        # Room for every committed token plus a finished row's overshoot (a + 1 <= K + 1 past the
+        # limit) and the K drafts written after it, so no index below needs clamping.
+        capacity = t_max + sampling.max_new_tokens + 2 * k + 2
         seq = torch.full((b, capacity), self.pad_id, dtype=torch.long)  # committed tokens (+ drafts past n)
         for i, p in enumerate(prompts):
             seq[i, :len(p)] = torch.tensor(p)
@@ -72,6 +77,7 @@ class RolloutEngine:
         x_new = last_logits.argmax(-1) if greedy else sample(warp(last_logits, sampling), gen)
         gen_tokens = [[int(x_new[i])] for i in range(b)]
         gen_logps = [[float(v)] for v in gather_logprobs(last_logits, x_new)]
+        first_token_at = time.perf_counter()  # prefill + first token: identical with and without drafts
         n = lengths.clone()  # the main cache holds positions < n; x_new sits at position n
         seq[rows, n] = x_new
         ring = 2 * k + 2  # main hidden states the MTP heads may still need
@@ -82,49 +88,60 @@ class RolloutEngine:
                 tail = torch.arange(max(0, int(lengths[i]) - ring), int(lengths[i]))
                 hidden_ring[i, tail % ring] = out.hidden[i, tail]
         head_start = torch.zeros(b, dtype=torch.long)
-        done = torch.zeros(b, dtype=torch.bool)
         finish = ["length"] * b
+        done = [False] * b
         for i in range(b):
             done[i], finish[i] = self._stopped(gen_tokens[i], gen_logps[i], sampling)
         steps = accepted_total = 0
         accept_lengths: list[int] = []
         slots = torch.arange(k + 1)
+        rows_col = rows[:, None]
 
-        while not bool(done.all()):
-            active = ~done
-            drafts = torch.zeros(b, k, dtype=torch.long)
-            q = None if greedy else torch.zeros(b, k, model.config.vocab_size)
+        # Each step costs kernels, not arithmetic, at these sizes: the loop keeps its own bookkeeping
+        # to a few tensor ops, and skips the done-row masking while every row is still running.
+        while not all(done):
+            everyone = not any(done)
+            active = None if everyone else torch.tensor([not d for d in done])
+            drafts = torch.zeros(b, 0, dtype=torch.long)
+            q = None
             if k:
-                span = torch.where(active, n - head_start, torch.zeros_like(n))
+                span = n - head_start if everyone else torch.where(active, n - head_start, 0)
                 width = int(span.max())
                 j = torch.arange(width)
                 hpos = head_start[:, None] + j
-                hpos = torch.where(j < span[:, None], hpos, torch.full_like(hpos, -1))
+                if b > 1:  # ragged spans: positions past a row's span are padding
+                    hpos = torch.where(j < span[:, None], hpos, -1)
                 if prefill_hidden is not None:
                     prev = prefill_hidden[:, :width].clone()
                     prefill_hidden = None
                 else:
-                    prev = hidden_ring[rows[:, None], hpos.clamp(min=0) % ring]
+                    prev = hidden_ring[rows_col, hpos % ring]  # padding (-1) reads a slot nobody uses
                 rope, masks = model.mtp_rope(hpos, prev.dtype), AttentionMasks()
                 last = (span - 1).clamp(min=0)
+                tok_at = hpos + 1  # head h reads token i + h + 1 at position i (padding reads slot 0)
                 # Drafts go into seq as they come: head h reads tokens up to n + h. Rows that are done
                 # get writes past their end too, which nothing reads.
-                draft_at = (n[:, None] + 1 + slots[:k]).clamp(max=capacity - 1)
+                draft_at = n[:, None] + slots[1:]
+                heads, q_heads = [], []
                 for head in range(k):
                     cache.crop_mtp(head, head_start)
-                    toks = seq.gather(1, (hpos + head + 1).clamp(min=0, max=capacity - 1))
-                    prev, logits = model.mtp_step(head, prev, toks, hpos, cache, rope, masks)
+                    prev, logits = model.mtp_step(head, prev, seq.gather(1, tok_at + head), hpos, cache, rope, masks)
+                    logits = logits[rows, last]
                     if greedy:
-                        d = logits[rows, last].argmax(-1)
+                        d = logits.argmax(-1)
                     else:
-                        q[:, head] = warp(logits[rows, last], sampling)
-                        d = sample(q[:, head], gen)
-                    drafts[:, head] = d
+                        q_heads.append(warp(logits, sampling))
+                        d = sample(q_heads[-1], gen)
+                    heads.append(d)
                     seq[rows, draft_at[:, head]] = d
-                head_start = torch.where(active, (n - k + 1).clamp(min=0), head_start)
+                drafts = torch.stack(heads, dim=1)
+                q = None if greedy else torch.stack(q_heads, dim=1)
+                head_start = (n - k + 1).clamp(min=0) if everyone else torch.where(active, (n - k + 1).clamp(min=0), head_start)
 
             verify = torch.cat([x_new[:, None], drafts], dim=1)
-            vpos = torch.where(active[:, None], n[:, None] + slots, -1)
+            vpos = n[:, None] + slots
+            if not everyone:
+                vpos = torch.where(active[:, None], vpos, -1)
             out = model(verify, positions=vpos, cache=cache)
             if greedy:
                 accepted, nxt = accept_greedy(out.logits.argmax(-1), drafts)
@@ -135,9 +152,12 @@ class RolloutEngine:
             chosen_logps = gather_logprobs(out.logits, chosen)  # [B, K+1]
             steps += 1
             if k:  # keep the main hidden states for the MTP heads; rejected slots are never read
-                hidden_ring[rows[:, None], vpos % ring] = out.hidden
+                hidden_ring[rows_col, vpos % ring] = out.hidden
             acc_l, chosen_l, logps_l = accepted.tolist(), chosen.tolist(), chosen_logps.tolist()
-            for i in torch.nonzero(active).flatten().tolist():
+            was_done = list(done)
+            for i in range(b):
+                if was_done[i]:
+                    continue
                 a = acc_l[i]
                 accept_lengths.append(a + 1)
                 accepted_total += a
@@ -146,11 +166,15 @@ class RolloutEngine:
                 gen_tokens[i].extend(chosen_l[i][:a + 1])
                 gen_logps[i].extend(logps_l[i][:a + 1])
                 done[i], finish[i] = self._stopped(gen_tokens[i], gen_logps[i], sampling, a + 1)
-            n = torch.where(active, n + accepted + 1, n)
+            if everyone:
+                n = n + accepted + 1
+                x_new = nxt
+            else:
+                n = torch.where(active, n + accepted + 1, n)
+                x_new = torch.where(active, nxt, x_new)
             if k and any(acc_l[i] < k for i in range(b) if not done[i]):
                 cache.crop(n)  # forget rejected drafts (rows that just finished are never read again)
-            x_new = torch.where(active, nxt, x_new)
-            seq[rows, n.clamp(max=capacity - 1)] = x_new  # done rows rewrite the token already there
+            seq[rows, n] = x_new  # done rows rewrite the token already there
 
         completions = []
         n_moe, top_k = model.n_moe_layers, model.config.num_experts_per_tok
@@ -162,7 +186,11 @@ class RolloutEngine:
                 routing = torch.full((total, n_moe, top_k), -1, dtype=torch.int32)
                 routing[:len(fed)] = fed
             completions.append(Completion(list(prompt), gen_tokens[i], gen_logps[i], routing, finish[i]))
+        finished = time.perf_counter()
         stats = {"steps": steps, "draft_heads": k,
+                 # Time to first token and the decoding after it, which is what drafting speeds up.
+                 "prefill_seconds": first_token_at - started, "decode_seconds": finished - first_token_at,
+                 "decode_tokens": sum(len(t) - 1 for t in gen_tokens),
                  "mean_acceptance_length": sum(accept_lengths) / max(1, len(accept_lengths)),
                  "accepted_drafts": accepted_total, "kv_cache_bytes": cache.nbytes()}
         return RolloutBatch(completions, stats)
