@@ -51,6 +51,58 @@ def test_greedy_output_is_identical_with_and_without_mtp(heads):
         assert torch.allclose(torch.tensor(a), torch.tensor(b), atol=1e-4)
 
 
+def test_mtp_prompt_pass_over_the_heads_reach_drafts_like_the_full_pass():
+    """The heads' first pass skips prompt positions no later query can reach (SWA window, chained
+    heads); drafting must not notice: the same accepted drafts, step for step, as a pass over
+    everything. Sampling makes this sensitive: with one seed, every accept/reject decision reads the
+    draft distributions q, so heads that lost keys they still need would change the tokens."""
+    model = pretrained()
+    window = model.config.sliding_window
+    prompts = [[256] + list((b"def parse(text):\n    out = []\n" * 20)[:300]), [256] + list(CODE_PROMPTS[1] * 4)]
+    assert len(prompts[0]) > 3 * (window + 3)  # every head skips something
+    skips = RolloutEngine._prompt_pass_skips(len(prompts[0]), 3, window)
+    assert skips[0] > 0 and skips[0] < skips[1] < skips[2] < len(prompts[0]) - window
+    for params, batch in ((SamplingParams(max_new_tokens=40, temperature=0), prompts),
+                          (SamplingParams(max_new_tokens=60, temperature=1.0, seed=11), [prompts[0]] * 4)):
+        trimmed = RolloutEngine(model).generate(batch, params, draft="mtp")
+        full = RolloutEngine(model, trim_prompt_pass=False).generate(batch, params, draft="mtp")
+        assert trimmed.tokens == full.tokens
+        assert (trimmed.stats["steps"], trimmed.stats["accepted_drafts"]) == (full.stats["steps"], full.stats["accepted_drafts"])
+
+
+def test_prompt_pass_skips_keep_everything_a_later_draft_reads():
+    """The reach rule against the model itself: heads filled from the skipped positions on give the
+    same draft logits as heads filled from the whole prompt, in the pass and in the next step."""
+    model = pretrained()
+    k, window = model.num_mtp, model.config.sliding_window
+    text = (b"class Stack:\n    def push(self, item):\n        self.items.append(item)\n" * 8)[:330]
+    seq = torch.tensor([[256] + list(text)])
+    n = 300  # prompt length; the next tokens play the committed continuation
+    with torch.no_grad():
+        hidden = model(seq[:, :n + 4]).hidden
+
+        def drafts_logits(skips: list[int]) -> list[torch.Tensor]:
+            cache = model.new_cache(1, slack=k + 1)
+            got = []
+            for start, end in ((None, n), (n - k + 1, n + 2)):  # the prompt pass, then a 4-token step
+                prev = None
+                for head in range(k):
+                    first = skips[head] if start is None else start
+                    pos = torch.arange(first, end)[None]
+                    prev = hidden[:, first:end] if prev is None else prev[:, first - prev_first:]
+                    prev_first = first
+                    prev, logits = model.mtp_step(head, prev, seq[:, first + head + 1:end + head + 1], pos, cache)
+                    got.append(logits[0, -1])
+            return got
+
+        full = drafts_logits([0] * k)
+        trimmed = drafts_logits(RolloutEngine._prompt_pass_skips(n, k, window))
+        for a, b in zip(full, trimmed):
+            assert torch.allclose(a, b, atol=1e-4)
+        too_short = drafts_logits([n - (k - h) * window // 2 for h in range(k)])  # half the reach
+        assert not all(torch.allclose(a, b, atol=1e-4) for a, b in zip(full, too_short))
+
+
 def test_greedy_accept_rule_equals_the_general_rule_on_one_hot_distributions():
     torch.manual_seed(7)
     b, k, vocab = 64, 3, 5  # a small vocabulary, so drafts often match the target

@@ -135,15 +135,18 @@ class PolicyModel(nn.Module):
         return rope_tables(positions, c.rope_dim, c.swa_rope_theta, dtype, c.head_dim)
 
     def mtp_step(self, head: int, hidden_prev: torch.Tensor, next_tokens: torch.Tensor, positions: torch.Tensor,
-                 cache: ModelKVCache | None = None, rope: Rope | None = None, masks: AttentionMasks | None = None
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+                 cache: ModelKVCache | None = None, rope: Rope | None = None, masks: AttentionMasks | None = None,
+                 logits_at: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """One MTP depth: (h^{k-1}_i, x_{i+k}) at positions i -> (h^k_i, logits for x_{i+k+1}).
-        `masks` may be shared by the heads of one drafting pass: their caches hold the same positions."""
+        `logits_at` [B]: the logits of that column of each row only ([B, V]), as drafting needs.
+        `masks` may be shared by the heads of one drafting pass: their caches agree on every position
+        a query can still see."""
         block = self.model.mtp_layers[head]
         emb = F.embedding(next_tokens, self.model.embed_tokens.weight)  # hot path: no module calls (see MTPBlock)
         rope = rope if rope is not None else self.mtp_rope(positions, emb.dtype)
         h = block.forward(hidden_prev, emb, positions, rope, None if cache is None else cache.mtp[head], masks)
-        return h, F.linear(block.final_layernorm.forward(h), self.lm_head.weight)
+        out = h if logits_at is None else h[torch.arange(h.shape[0], device=h.device), logits_at]
+        return h, F.linear(block.final_layernorm.forward(out), self.lm_head.weight)
 
     def mtp_losses(self, hidden: torch.Tensor, seq: torch.Tensor, num_heads: int | None = None) -> list[torch.Tensor]:
         """Cross-entropy of each MTP head. seq [B, T+K+1]: the main model ran on seq[:, :T] and gave

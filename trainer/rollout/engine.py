@@ -26,9 +26,20 @@ from trainer.rollout.speculative import accept_drafts, accept_greedy
 
 
 class RolloutEngine:
-    def __init__(self, model: PolicyModel, pad_id: int | None = None) -> None:
+    def __init__(self, model: PolicyModel, pad_id: int | None = None, trim_prompt_pass: bool = True) -> None:
         self.model = model.eval()
         self.pad_id = model.config.pad_token_id if pad_id is None else pad_id
+        self.trim_prompt_pass = trim_prompt_pass  # False: the MTP heads' first pass covers the whole prompt
+
+    @staticmethod
+    def _prompt_pass_skips(shortest: int, k: int, window: int) -> list[int]:
+        """Leading prompt positions each MTP head may leave out of its first pass (its caches start
+        empty). Head h's later queries start at n - k + 1 and see `window` keys back, so the last
+        head needs its keys from about n - window - k on; every head before it must also cover the
+        window its successor's inputs were attended over. Earlier positions are never read again, so
+        a 16K-token prompt costs the heads a few hundred positions, not 16K each."""
+        reach = window + k
+        return [max(0, shortest - (k - h) * reach) for h in range(k)]
 
     def _check(self, prompts: list[list[int]], sampling: SamplingParams, draft: str | None,
                num_draft: int | None) -> int:
@@ -111,9 +122,13 @@ class RolloutEngine:
                 hpos = head_start[:, None] + j
                 if b > 1:  # ragged spans: positions past a row's span are padding
                     hpos = torch.where(j < span[:, None], hpos, -1)
+                skip = [0] * k  # leading columns each head leaves out (only in the prompt pass)
                 if prefill_hidden is not None:
-                    prev = prefill_hidden[:, :width].clone()
+                    prev = prefill_hidden[:, :width]
                     prefill_hidden = None
+                    if self.trim_prompt_pass:
+                        skip = self._prompt_pass_skips(int(span.min()), k, model.config.sliding_window)
+                        prev = prev[:, skip[0]:]
                 else:
                     prev = hidden_ring[rows_col, hpos % ring]  # padding (-1) reads a slot nobody uses
                 rope, masks = model.mtp_rope(hpos, prev.dtype), AttentionMasks()
@@ -125,8 +140,14 @@ class RolloutEngine:
                 heads, q_heads = [], []
                 for head in range(k):
                     cache.crop_mtp(head, head_start)
-                    prev, logits = model.mtp_step(head, prev, seq.gather(1, tok_at + head), hpos, cache, rope, masks)
-                    logits = logits[rows, last]
+                    s = skip[head]
+                    if s:
+                        prev = prev[:, s - skip[head - 1]:] if head else prev
+                        h_pos, h_rope, h_tok, h_last = hpos[:, s:], (rope[0][:, s:], rope[1][:, s:], rope[2]), tok_at[:, s:], last - s
+                    else:
+                        h_pos, h_rope, h_tok, h_last = hpos, rope, tok_at, last
+                    prev, logits = model.mtp_step(head, prev, seq.gather(1, h_tok + head), h_pos, cache, h_rope, masks,
+                                                  logits_at=h_last)
                     if greedy:
                         d = logits.argmax(-1)
                     else:
