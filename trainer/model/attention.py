@@ -51,7 +51,8 @@ def rope_tables(positions: torch.Tensor, rope_dim: int, theta: float, dtype: tor
     rotated leading `rope_dim` dims get cos/sin, the rest cos=1, sin=0 (passed through unchanged)."""
     angles = positions.clamp(min=0).to(torch.float32)[..., None, None] * _frequencies(head_dim, rope_dim, theta,
                                                                                      positions.device)
-    return angles.cos().to(dtype), angles.sin().to(dtype), _rotate_half_matrix(head_dim, rope_dim, dtype, positions.device)
+    rotate = _rotate_half_matrix(head_dim, rope_dim, dtype, positions.device)
+    return angles.cos().to(dtype), angles.sin().to(dtype), rotate
 
 
 def apply_partial_rope(x: torch.Tensor, rope: Rope) -> torch.Tensor:

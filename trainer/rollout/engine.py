@@ -141,11 +141,12 @@ class RolloutEngine:
                 for head in range(k):
                     cache.crop_mtp(head, head_start)
                     s = skip[head]
-                    if s:
+                    if s:  # prompt pass: each head starts later in the prompt than the one before
                         prev = prev[:, s - skip[head - 1]:] if head else prev
-                        h_pos, h_rope, h_tok, h_last = hpos[:, s:], (rope[0][:, s:], rope[1][:, s:], rope[2]), tok_at[:, s:], last - s
+                        h_pos, h_tok, h_last = hpos[:, s:], tok_at[:, s:], last - s
+                        h_rope = (rope[0][:, s:], rope[1][:, s:], rope[2])
                     else:
-                        h_pos, h_rope, h_tok, h_last = hpos, rope, tok_at, last
+                        h_pos, h_tok, h_last, h_rope = hpos, tok_at, last, rope
                     prev, logits = model.mtp_step(head, prev, seq.gather(1, h_tok + head), h_pos, cache, h_rope, masks,
                                                   logits_at=h_last)
                     if greedy:
@@ -157,7 +158,8 @@ class RolloutEngine:
                     seq[rows, draft_at[:, head]] = d
                 drafts = torch.stack(heads, dim=1)
                 q = None if greedy else torch.stack(q_heads, dim=1)
-                head_start = (n - k + 1).clamp(min=0) if everyone else torch.where(active, (n - k + 1).clamp(min=0), head_start)
+                next_start = (n - k + 1).clamp(min=0)
+                head_start = next_start if everyone else torch.where(active, next_start, head_start)
 
             verify = torch.cat([x_new[:, None], drafts], dim=1)
             vpos = n[:, None] + slots
