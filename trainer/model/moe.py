@@ -43,9 +43,9 @@ class Router(nn.Module):
 
 
 # Mean (token, slot) pairs per expert up to which a no-grad call takes the grouped GEMM. Measured on
-# the tiny preset, one CPU thread (bench/results/rollout.json, moe_dispatch): the loop takes 1.07-1.7x
-# as long from 1 to 257 tokens (64 pairs per expert) and 0.96x at 2048 tokens (512 per expert), where
-# its per-expert launch cost is amortised.
+# the tiny preset, one CPU thread (bench/results/rollout.json, moe_dispatch): the loop takes 1.0-1.7x
+# as long from 1 to 257 tokens (up to 64 pairs per expert), and at 2048 tokens (512 per expert) the
+# two trade places from run to run (0.87-1.2x): there the loop's per-expert launch cost is amortised.
 GROUPED_MM_MAX_ROWS_PER_EXPERT = 128
 HAS_GROUPED_MM = hasattr(torch, "_grouped_mm")
 
