@@ -7,7 +7,8 @@ rejected tail. Rows of a batch advance independently (positions are per row).
 
 MTP head k at position i reads (h^{k-1}_i, x_{i+k}); its cache entry is final only once x_{i+k} is
 committed, i.e. for i <= n - k where x_n is the newest committed token. So each step all heads crop
-back to s = n_prev - K + 1 and recompute from there: at most 2K positions per head per step.
+back to s = n_prev - K + 1 and recompute from there: at most 2K positions per head per step. Their
+first pass, over the prompt, covers only the positions their sliding windows can still reach.
 """
 
 from __future__ import annotations
