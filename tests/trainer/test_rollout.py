@@ -103,6 +103,23 @@ def test_prompt_pass_skips_keep_everything_a_later_draft_reads():
         assert not all(torch.allclose(a, b, atol=1e-4) for a, b in zip(full, too_short))
 
 
+def test_chunked_prefill_equals_one_pass():
+    """Prompts go through the model in chunks (bounded attention memory on long prompts); ragged
+    prompts ending in different chunks must come out as if prefilled at once."""
+    model = random_model(seed=9)
+    prompts = [[256] + [(7 * i) % 250 for i in range(45)], [256, 3, 4, 5], [256] + [(5 * i) % 250 for i in range(20)]]
+    params = SamplingParams(max_new_tokens=16, temperature=0)
+    one = RolloutEngine(model, prefill_chunk=1000).generate(prompts, params, draft="mtp")
+    for chunk in (1, 7, 16):
+        got = RolloutEngine(model, prefill_chunk=chunk).generate(prompts, params, draft="mtp")
+        assert got.tokens == one.tokens
+        for a, b in zip(got.completions, one.completions):
+            assert torch.equal(a.routing, b.routing)
+            assert torch.allclose(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-5)
+    with pytest.raises(EnvfarmError, match="prefill_chunk"):
+        RolloutEngine(model, prefill_chunk=0)
+
+
 def test_greedy_accept_rule_equals_the_general_rule_on_one_hot_distributions():
     torch.manual_seed(7)
     b, k, vocab = 64, 3, 5  # a small vocabulary, so drafts often match the target

@@ -27,10 +27,14 @@ from trainer.rollout.speculative import accept_drafts, accept_greedy
 
 
 class RolloutEngine:
-    def __init__(self, model: PolicyModel, pad_id: int | None = None, trim_prompt_pass: bool = True) -> None:
+    def __init__(self, model: PolicyModel, pad_id: int | None = None, trim_prompt_pass: bool = True,
+                 prefill_chunk: int = 512) -> None:
+        if prefill_chunk < 1:
+            raise EnvfarmError(f"prefill_chunk={prefill_chunk}", "use a prefill chunk of at least 1 token (default 512)")
         self.model = model.eval()
         self.pad_id = model.config.pad_token_id if pad_id is None else pad_id
         self.trim_prompt_pass = trim_prompt_pass  # False: the MTP heads' first pass covers the whole prompt
+        self.prefill_chunk = prefill_chunk
 
     @staticmethod
     def _prompt_pass_skips(shortest: int, k: int, window: int) -> list[int]:
@@ -41,6 +45,27 @@ class RolloutEngine:
         a 16K-token prompt costs the heads a few hundred positions, not 16K each."""
         reach = window + k
         return [max(0, shortest - (k - h) * reach) for h in range(k)]
+
+    def _prefill(self, tokens: torch.Tensor, positions: torch.Tensor, lengths: torch.Tensor, cache
+                 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """The prompts through the main model in chunks of `prefill_chunk` tokens, so attention
+        scores stay [chunk x context] rather than [prompt x prompt] (a 16K-token prompt would need
+        gigabytes per layer at once). Returns the hidden states, the routing of every prompt token
+        and the logits at each row's last prompt token."""
+        rows = torch.arange(tokens.shape[0])
+        last = lengths - 1
+        last_logits = None
+        hidden, routing = [], []
+        for start in range(0, tokens.shape[1], self.prefill_chunk):
+            end = start + self.prefill_chunk
+            out = self.model(tokens[:, start:end], positions=positions[:, start:end], cache=cache)
+            hidden.append(out.hidden)
+            routing.append(out.routing)
+            here = (last >= start) & (last < end)  # rows whose prompt ends in this chunk
+            logits = out.logits[rows, (last - start).clamp(0, out.logits.shape[1] - 1)]
+            last_logits = logits if last_logits is None else torch.where(here[:, None], logits, last_logits)
+        routing_all = torch.cat(routing, dim=1) if routing[0] is not None else None
+        return torch.cat(hidden, dim=1), routing_all, last_logits
 
     def _check(self, prompts: list[list[int]], sampling: SamplingParams, draft: str | None,
                num_draft: int | None) -> int:
@@ -83,9 +108,8 @@ class RolloutEngine:
         # Prefill the prompts (right-padded; padding has position -1 and touches no cache).
         pos = torch.arange(t_max).expand(b, t_max)
         pos = torch.where(pos < lengths[:, None], pos, torch.full_like(pos, -1))
-        out = model(seq[:, :t_max], positions=pos, cache=cache)
-        routing_chunks = [[out.routing[i, :lengths[i]]] if out.routing is not None else [] for i in range(b)]
-        last_logits = out.logits[rows, lengths - 1]
+        hidden, routing_all, last_logits = self._prefill(seq[:, :t_max], pos, lengths, cache)
+        routing_chunks = [[routing_all[i, :lengths[i]]] if routing_all is not None else [] for i in range(b)]
         x_new = last_logits.argmax(-1) if greedy else sample(warp(last_logits, sampling), gen)
         gen_tokens = [[int(x_new[i])] for i in range(b)]
         gen_logps = [[float(v)] for v in gather_logprobs(last_logits, x_new)]
@@ -93,12 +117,12 @@ class RolloutEngine:
         n = lengths.clone()  # the main cache holds positions < n; x_new sits at position n
         seq[rows, n] = x_new
         ring = 2 * k + 2  # main hidden states the MTP heads may still need
-        hidden_ring = torch.zeros(b, ring, model.config.hidden_size, dtype=out.hidden.dtype)
-        prefill_hidden = out.hidden if k else None
+        hidden_ring = torch.zeros(b, ring, model.config.hidden_size, dtype=hidden.dtype)
+        prefill_hidden = hidden if k else None
         if k:
             for i in range(b):
                 tail = torch.arange(max(0, int(lengths[i]) - ring), int(lengths[i]))
-                hidden_ring[i, tail % ring] = out.hidden[i, tail]
+                hidden_ring[i, tail % ring] = hidden[i, tail]
         head_start = torch.zeros(b, dtype=torch.long)
         finish = ["length"] * b
         done = [False] * b
