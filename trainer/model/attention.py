@@ -64,8 +64,10 @@ def apply_partial_rope(x: torch.Tensor, rope: Rope) -> torch.Tensor:
 
 class AttentionMasks:
     """The blocked-key mask of one forward pass, per window (None = global), shared by its layers.
-    Valid because every layer of a kind holds the same positions: caches are written and cropped
-    for all layers alike. A layer whose key count differs recomputes rather than trusting the memo."""
+    Valid because the layers of a kind agree on every position a query can still see: the main
+    layers' caches are written and cropped alike, and the MTP heads' differ only before their
+    trimmed prompt pass, outside every later window. A layer whose query or key count differs
+    recomputes rather than trusting the memo."""
 
     def __init__(self) -> None:
         self._blocked: dict[int | None, torch.Tensor] = {}

@@ -6,10 +6,10 @@ take back (speculative verification), so cropping a rejected draft never loses a
 still needs. Global layers grow by doubling. Slot positions are stored explicitly (-1 = empty); the
 attention mask is computed from them, which makes ragged batches, padding and rollback one mechanism.
 
-A decoding step (at most `slack` new tokens) writes its keys into the cache first and attends over
-the cache itself: the ring still holds every key those queries can see, and no copy of the cache is
-made. Longer calls on a ring (prefill) attend over the old slots plus the new keys, since the ring
-write may overwrite keys that their earliest queries still need.
+Global layers, and rings in a call of at most `slack` tokens (a decoding step), write the new keys
+into the cache first and attend over the cache itself: it still holds every key those queries can
+see, and no copy of it is made. Longer calls on a ring (prefill chunks) attend over the old slots
+plus the new keys, since the ring write may overwrite keys that their earliest queries still need.
 """
 
 from __future__ import annotations
