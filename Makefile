@@ -62,7 +62,7 @@ train: setup  ## launch an RL run from CONFIG
 	$(PY) -m envfarm.cli train --config $(CONFIG)
 
 pretrain-tiny: setup  ## pretrain the tiny policy on the Python standard library's sources
-	$(PY) -m trainer.pretrain
+	$(PY) -m envfarm.trainer.pretrain
 
 manifests: setup  ## render every kustomize overlay and validate it against the Kubernetes schemas
 	$(PY) -m envfarm.fleet.manifests check

@@ -27,8 +27,8 @@ CPUS = 2
 def one_pass(world: dict, home: Path, repeats: int) -> dict:
     from envfarm.store import Store
     from envfarm.store.mining import MiningCandidateRow, MiningEnvRow
-    from tasks.envsetup.base import BuildOptions
-    from tasks.pipeline import MineConfig, build_group, scan_repo, validate_candidate
+    from envfarm.tasks.envsetup.base import BuildOptions
+    from envfarm.tasks.pipeline import MineConfig, build_group, scan_repo, validate_candidate
 
     store = Store(f"sqlite:///{home / 'envfarm.db'}")
     wheels = tuple((p.name, p.read_bytes()) for p in sorted(world["wheelhouse"].iterdir()))
@@ -83,9 +83,9 @@ def timecap_experiment(dump_dir: Path, repos: list[str], years: list[int]) -> di
     """Old commits of real repositories, built once with dependencies resolved as of the commit's date
     (uv --exclude-newer), once with the cap but build/test tooling floating, and once with today's packages;
     each arm runs the miner's full strategy chain."""
-    from tasks.envsetup.base import BuildOptions
-    from tasks.envsetup.build import build_env
-    from tasks.mirror import Mirror
+    from envfarm.tasks.envsetup.base import BuildOptions
+    from envfarm.tasks.envsetup.build import build_env
+    from envfarm.tasks.mirror import Mirror
 
     rows = []
     for repo in repos:

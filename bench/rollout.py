@@ -24,9 +24,9 @@ from pathlib import Path
 
 import torch
 
-from trainer.data.stdlib_corpus import is_validation, stdlib_files, stdlib_root
-from trainer.model import load_checkpoint
-from trainer.rollout import TINY_CHECKPOINT, RolloutEngine, SamplingParams
+from envfarm.trainer.data.stdlib_corpus import is_validation, stdlib_files, stdlib_root
+from envfarm.trainer.model import load_checkpoint
+from envfarm.trainer.rollout import TINY_CHECKPOINT, RolloutEngine, SamplingParams
 
 RESULTS = Path(__file__).parent / "results" / "rollout.json"
 MODES = [("plain", None, 0), ("mtp1", "mtp", 1), ("mtp2", "mtp", 2), ("mtp3", "mtp", 3)]
@@ -68,7 +68,7 @@ def run_mode(engine: RolloutEngine, prompts: list[list[int]], params: SamplingPa
 
 def moe_dispatch(model, token_counts: list[int], reps: int) -> dict:
     """One MoE layer of the model, no grad: the grouped GEMM against the per-expert loop, interleaved."""
-    from trainer.model.moe import HAS_GROUPED_MM
+    from envfarm.trainer.model.moe import HAS_GROUPED_MM
     layer = next(layer.mlp for layer in model.model.layers if layer.is_moe)
     out = {"grouped_mm_available": HAS_GROUPED_MM,
            "grouped_mm_max_tokens": layer.grouped_mm_max_rows_per_expert * layer.n_experts // layer.top_k}

@@ -19,14 +19,14 @@ from pathlib import Path
 
 from rich.console import Console
 
-from trainer.loop.config import load_config
+from envfarm.trainer.loop.config import load_config
 
 OUT = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _run(draft: str, steps: int, tmp: Path, console: Console) -> dict:
-    from trainer.loop.run import train
+    from envfarm.trainer.loop.run import train
 
     out = tmp / f"run-{draft}"
     cfg = load_config(REPO / "trainer/configs/demo.yaml", [

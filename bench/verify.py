@@ -19,11 +19,11 @@ import subprocess
 import time
 from pathlib import Path
 
-from verifiers.grading import grade
-from verifiers.logs import parse_log
-from verifiers.web.browser import BrowserHost
-from verifiers.web.script import load_script
-from verifiers.web.verifier import verify_web_async
+from envfarm.verifiers.grading import grade
+from envfarm.verifiers.logs import parse_log
+from envfarm.verifiers.web.browser import BrowserHost
+from envfarm.verifiers.web.script import load_script
+from envfarm.verifiers.web.verifier import verify_web_async
 
 ROOT = Path(__file__).resolve().parent.parent
 WEBAPPS = ROOT / "tests" / "verifiers" / "webapps"

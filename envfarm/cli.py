@@ -119,9 +119,9 @@ def exec_(
     timeout: float = typer.Option(60.0, help="seconds before the command's process tree is killed"),
 ) -> None:
     """Run one command in a fresh sandbox and print its output (exit code is the command's)."""
-    from envfarm.sandbox.docker import DockerSandbox
+    from envfarm import sandbox as sandboxes
 
-    with DockerSandbox(image, client=_client()) as sandbox:
+    with sandboxes.open(image, run_id="adhoc") as sandbox:
         result = sandbox.exec(command, timeout=timeout)
     sys.stdout.write(result.output)
     raise typer.Exit(result.exit_code)
@@ -148,8 +148,8 @@ def _mount_optional(name: str, module: str, help_text: str) -> None:
         app.add_typer(target, name=name, help=help_text)
 
 
-_mount_optional("mine", "tasks.cli", "Mine verifiable tasks from GitHub issues and pull requests.")
-_mount_optional("train", "trainer.cli", "Launch an RL run.")
+_mount_optional("mine", "envfarm.tasks.cli", "Mine verifiable tasks from GitHub issues and pull requests.")
+_mount_optional("train", "envfarm.trainer.cli", "Launch an RL run.")
 _mount_optional("fleet", "envfarm.fleet.cli", "Kubernetes fleet controller and tools.")
 _mount_optional("verify", "verifiers.cli", "Run verifiers on tasks and web apps.")
 

@@ -12,7 +12,7 @@ from envfarm.config import settings
 from envfarm.engine import connect
 from envfarm.images.base import build_base, has_base
 from envfarm.runs import run_scope, sandbox_event_recorder
-from envfarm.sandbox.docker import DockerSandbox
+from envfarm import sandbox as sandboxes
 from envfarm.store.db import open_store, redact
 
 
@@ -23,7 +23,9 @@ def run_demo(command: str, console: Console) -> dict:
     store = open_store()
     image = settings().base_image
     with run_scope(store, "demo", {"command": command, "image": image}) as run:
-        with DockerSandbox(image, run_id=run.id, client=client, on_event=sandbox_event_recorder(store, run.id)) as sandbox:
+        # The foundation's demo is the local engine by definition (it builds the base image on it first).
+        with sandboxes.open(image, run_id=run.id, backend="docker", client=client,
+                            on_event=sandbox_event_recorder(store, run.id)) as sandbox:
             result = sandbox.exec(command, timeout=60)
         run.summary = {"sandbox": sandbox.id, "exit_code": result.exit_code, "seconds": round(result.duration, 3), "output": result.output[-2000:]}
     console.print(f"[bold]run[/] {run.id} recorded in {redact(store.url)}")

@@ -63,8 +63,8 @@ if [ ! -x .venv/bin/python ] || [ "$(cat $stamp 2>/dev/null)" != "$want_hash" ];
 fi
 
 # 5. Video for Playwright: link Debian's ffmpeg where Playwright looks for its own -------------------
-if .venv/bin/python -c "import verifiers.web.setup_ffmpeg" 2>/dev/null; then
-  out=$(.venv/bin/python -m verifiers.web.setup_ffmpeg)
+if .venv/bin/python -c "import envfarm.verifiers.web.setup_ffmpeg" 2>/dev/null; then
+  out=$(.venv/bin/python -m envfarm.verifiers.web.setup_ffmpeg)
   case "$out" in *created*|*linked*) did "$out";; esac
 fi
 

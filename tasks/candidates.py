@@ -11,9 +11,9 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from tasks.mirror import Mirror, MirrorError
-from tasks.patchsplit import SplitDiff, split_diff
-from tasks.sources.records import Comment, Issue, PullRequest, RepoActivity
+from envfarm.tasks.mirror import Mirror, MirrorError
+from envfarm.tasks.patchsplit import SplitDiff, split_diff
+from envfarm.tasks.sources.records import Comment, Issue, PullRequest, RepoActivity
 
 _KEYWORDS = r"(?:close[sd]?|fix(?:e[sd])?|resolve[sd]?)"
 

@@ -58,11 +58,11 @@ def mine(
         raise typer.Exit(2)
     from envfarm.runs import run_scope
     from envfarm.store import open_store
-    from tasks.candidates import FilterConfig
-    from tasks.envsetup.base import BuildOptions
-    from tasks.export import export_jsonl
-    from tasks.pipeline import MineConfig, parse_repo_line, run_inline, run_ray
-    from tasks.store import funnel
+    from envfarm.tasks.candidates import FilterConfig
+    from envfarm.tasks.envsetup.base import BuildOptions
+    from envfarm.tasks.export import export_jsonl
+    from envfarm.tasks.pipeline import MineConfig, parse_repo_line, run_inline, run_ray
+    from envfarm.tasks.store import funnel
 
     try:
         if not repos.is_file():
@@ -118,7 +118,7 @@ def print_funnel(summary: dict) -> None:
 def export(out: Path = typer.Option(Path("tasks.jsonl"), "--out"), repo: Optional[str] = typer.Option(None, "--repo")) -> None:
     """Write validated tasks from the store as SWE-bench-format JSONL."""
     from envfarm.store import open_store
-    from tasks.export import export_jsonl
+    from envfarm.tasks.export import export_jsonl
 
     n = export_jsonl(open_store(), out, repo)
     console.print(f"exported {n} task(s) to {out}")
@@ -130,7 +130,7 @@ def show_funnel(json_out: Optional[Path] = typer.Option(None, "--json", help="al
     import json
 
     from envfarm.store import open_store
-    from tasks.store import funnel
+    from envfarm.tasks.store import funnel
 
     summary = funnel(open_store())
     print_funnel(summary)
@@ -145,7 +145,7 @@ def dump_from_git_cmd(
     out: Path = typer.Option(Path("work-repos/dumps"), "--out", help="directory for <owner>__<name>.jsonl and its mirror"),
 ) -> None:
     """Make an offline dump from git history alone (issue text is synthesized from commit messages)."""
-    from tasks.sources.gitlog import dump_from_git
+    from envfarm.tasks.sources.gitlog import dump_from_git
 
     path = dump_from_git(repo_dir, repo, out)
     console.print(f"wrote {path} ({sum(1 for _ in path.open())} records)")

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from envfarm.store import Store
-from tasks.store import load_tasks
+from envfarm.tasks.store import load_tasks
 
 
 def export_jsonl(store: Store, out: str | Path, repo: str | None = None) -> int:

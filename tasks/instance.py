@@ -17,7 +17,7 @@ from __future__ import annotations
 import shlex
 
 from envfarm.images import ImageRecipe
-from tasks.mirror import Mirror
+from envfarm.tasks.mirror import Mirror
 
 SCRUB = (
     "git -c advice.detachedHead=false checkout -q -f --detach {base} && git clean -fdq"

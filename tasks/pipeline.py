@@ -17,20 +17,22 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from envfarm import sandbox as sandboxes
 from envfarm.errors import EnvfarmError, SandboxError
-from envfarm.images import ensure_image
+from envfarm.images import ensure_image, layer_bytes
 from envfarm.images.build import ImageBuildError
+from envfarm.sandbox import Sandbox
 from envfarm.store import Store, open_store
 from envfarm.task import InstallConfig, TaskSpec
-from tasks.candidates import Candidate, FilterConfig, Rejection, select_all
-from tasks.envsetup.base import BuildOptions, recipes_for
-from tasks.envsetup.build import build_env
-from tasks.envsetup.failures import classify_build_failure, excerpt
-from tasks.instance import instance_recipe
-from tasks.mirror import Mirror, MirrorError
-from tasks.sources.records import RepoActivity, SourceError
-from tasks.store import TERMINAL, candidate_states, env_row, record_candidate, record_env, record_repo
-from tasks.validate import InfraFailure, validate
+from envfarm.tasks.candidates import Candidate, FilterConfig, Rejection, select_all
+from envfarm.tasks.envsetup.base import BuildOptions, recipes_for
+from envfarm.tasks.envsetup.build import build_env
+from envfarm.tasks.envsetup.failures import classify_build_failure, excerpt
+from envfarm.tasks.instance import instance_recipe
+from envfarm.tasks.mirror import Mirror, MirrorError
+from envfarm.tasks.sources.records import RepoActivity, SourceError
+from envfarm.tasks.store import TERMINAL, candidate_states, env_row, record_candidate, record_env, record_repo
+from envfarm.tasks.validate import InfraFailure, validate
 
 ProgressHook = Callable[[str, int], None]
 
@@ -101,10 +103,10 @@ def parse_repo_line(line: str) -> tuple[str, str] | None:
 
 def load_activity(repo: str, config: MineConfig) -> RepoActivity:
     if config.offline_dir is not None:
-        from tasks.sources.jsonl import load_repo
+        from envfarm.tasks.sources.jsonl import load_repo
 
         return load_repo(config.offline_dir, repo)
-    from tasks.sources.github import GitHubClient
+    from envfarm.tasks.sources.github import GitHubClient
 
     client = GitHubClient(base_url=config.api_url, cache_dir=config.home / "github-cache")
     try:
@@ -193,7 +195,7 @@ def validate_candidate(item: WorkItem, group: EnvGroup, env: dict[str, Any], con
         try:
             started = time.monotonic()
             built = ensure_image(instance_recipe(mirror, item.instance_id, env["image"], group.env_commit, item.base_commit, item.test_files))
-            layer = _layer_bytes(built.tag, env["image"])
+            layer = layer_bytes(built.tag, env["image"])
             directives = [p for p in item.test_files if p.endswith(".py") and not p.endswith("conftest.py") and f"+++ b/{p}" in item.test_patch]
             task = TaskSpec(
                 instance_id=item.instance_id, repo=item.repo, base_commit=item.base_commit, patch=item.patch, test_patch=item.test_patch,
@@ -230,17 +232,8 @@ def validate_candidate(item: WorkItem, group: EnvGroup, env: dict[str, Any], con
     return "infra_error"
 
 
-def _sandbox(image: str, task_id: str, run_id: str):  # type: ignore[no-untyped-def]
-    from envfarm.sandbox.docker import DockerSandbox
-
-    return DockerSandbox(image, run_id=run_id, task_id=task_id)
-
-
-def _layer_bytes(tag: str, parent: str) -> int:
-    from envfarm.engine import connect
-
-    client = connect()
-    return max(0, int(client.images.get(tag).attrs.get("Size", 0)) - int(client.images.get(parent).attrs.get("Size", 0)))
+def _sandbox(image: str, task_id: str, run_id: str) -> Sandbox:
+    return sandboxes.open(image, run_id=run_id, task_id=task_id)
 
 
 # -- drivers --------------------------------------------------------------------------------------

@@ -18,12 +18,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from envfarm.errors import EngineUnavailable, ImageMissing, PatchError, SandboxError
-from envfarm.sandbox.docker import DockerSandbox, SandboxLimits
+from envfarm import sandbox as sandboxes
+from envfarm.sandbox import Sandbox
 from envfarm.task import TaskSpec
-from verifiers.grading import consistency_problems
-from verifiers.logs import parse_log
-from verifiers.logs.status import TestStatus
-from verifiers.swe import SweVerifier, build_test_command, patched_paths, restore_paths
+from envfarm.verifiers.grading import consistency_problems
+from envfarm.verifiers.logs import parse_log
+from envfarm.verifiers.logs.status import TestStatus
+from envfarm.verifiers.swe import SweVerifier, build_test_command, patched_paths, restore_paths
 
 INFRA_ERRORS = (SandboxError, EngineUnavailable, ImageMissing)
 
@@ -58,14 +59,14 @@ class Validation:
     runs: list[dict[str, Any]] = field(default_factory=list)
 
 
-SandboxFactory = Callable[[str, str], DockerSandbox]
+SandboxFactory = Callable[[str, str], Sandbox]
 
 
-def default_sandbox(image: str, task_id: str, run_id: str = "mine") -> DockerSandbox:
-    return DockerSandbox(image, run_id=run_id, task_id=task_id, limits=SandboxLimits())
+def default_sandbox(image: str, task_id: str, run_id: str = "mine") -> Sandbox:
+    return sandboxes.open(image, run_id=run_id, task_id=task_id)
 
 
-def run_state(task: TaskSpec, state: str, timeout: float, sandbox_factory: Callable[[], DockerSandbox]) -> RunOutcome:
+def run_state(task: TaskSpec, state: str, timeout: float, sandbox_factory: Callable[[], Sandbox]) -> RunOutcome:
     """One test run in a fresh sandbox. PatchError means the task is broken; SandboxError is infra."""
     with sandbox_factory() as sandbox:
         restore_paths(sandbox, task, task.base_commit, patched_paths(task.test_patch))
@@ -117,7 +118,7 @@ def validate(
     task: TaskSpec,
     repeats: int = 3,
     timeout: float = 900.0,
-    sandbox: Callable[[str, str], DockerSandbox] = default_sandbox,
+    sandbox: SandboxFactory = default_sandbox,
     confirm: bool = True,
 ) -> Validation:
     """Validate one task; raises InfraFailure for anything that is not the task's own result."""

@@ -38,13 +38,13 @@ def train(
     """Train. Extra arguments of the form key=value override the config (train.steps=10 algo.lr=1e-4)."""
     if ctx.invoked_subcommand is not None:
         return
-    from trainer.loop.config import load_config
+    from envfarm.trainer.loop.config import load_config
 
     cfg = load_config(config, [*(set_ or []), *ctx.args])
     if dry_run:
         console.print_json(cfg.model_dump_json())
         return
-    from trainer.loop.run import train as run_train
+    from envfarm.trainer.loop.run import train as run_train
 
     summary = run_train(cfg, console)
     console.print_json(data={k: v for k, v in summary.items() if k not in ("stream", "calls")})

@@ -1,7 +1,7 @@
 """Pretrain the tiny policy (main model + MTP heads jointly) on the standard library's sources.
 
-    python -m trainer.pretrain --minutes 10            # resumes automatically from --state
-    python -m trainer.pretrain --fresh                 # start over
+    python -m envfarm.trainer.pretrain --minutes 10            # resumes automatically from --state
+    python -m envfarm.trainer.pretrain --fresh                 # start over
 
 The budget is wall-clock minutes (the machine is shared; steps per minute vary), the learning-rate
 schedule follows elapsed time, and a resumable state (weights, optimizer, RNG, elapsed time) is
@@ -21,8 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trainer.data.stdlib_corpus import load_stdlib_corpus, unigram_cross_entropy
-from trainer.model import PolicyModel, save_checkpoint, tiny
+from envfarm.trainer.data.stdlib_corpus import load_stdlib_corpus, unigram_cross_entropy
+from envfarm.trainer.model import PolicyModel, save_checkpoint, tiny
 
 DEFAULT_OUT = Path(__file__).parent / "checkpoints" / "tiny"
 DEFAULT_STATE = Path(".envfarm") / "pretrain-tiny" / "state.pt"

@@ -1,6 +1,6 @@
 """Verifiers: turn what an agent did into a `Reward`.
 
-    from verifiers import parse_log, grade, SweVerifier, WebVerifier, verifier_for
+    from envfarm.verifiers import parse_log, grade, SweVerifier, WebVerifier, verifier_for
 
 Test-log tasks (`kind == "swe"`): `SweVerifier().verify(task, sandbox, patch)`.
 Web tasks (`kind == "web"`): `WebVerifier().verify(task, sandbox)` or `.verify_app(folder, script)`.
@@ -10,20 +10,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from verifiers.grading import Grade, grade
-from verifiers.logs import ParsedLog, TestStatus, get_parser, parse_log
-from verifiers.reward import Reward
-from verifiers.swe import SweVerifier, grade_run
+from envfarm.verifiers.grading import Grade, grade
+from envfarm.verifiers.logs import ParsedLog, TestStatus, get_parser, parse_log
+from envfarm.verifiers.reward import Reward
+from envfarm.verifiers.swe import SweVerifier, grade_run
 
 if TYPE_CHECKING:
     from envfarm.task import TaskSpec
-    from verifiers.web.verifier import WebVerifier
+    from envfarm.verifiers.web.verifier import WebVerifier
 
 
 def verifier_for(task: "TaskSpec") -> "SweVerifier | WebVerifier":
     """The verifier a task's kind calls for (the web one is imported only when needed: Playwright)."""
     if task.kind == "web":
-        from verifiers.web.verifier import WebVerifier
+        from envfarm.verifiers.web.verifier import WebVerifier
 
         return WebVerifier()
     return SweVerifier()
@@ -31,7 +31,7 @@ def verifier_for(task: "TaskSpec") -> "SweVerifier | WebVerifier":
 
 def __getattr__(name: str):  # lazy: `from verifiers import WebVerifier` without importing Playwright eagerly
     if name == "WebVerifier":
-        from verifiers.web.verifier import WebVerifier
+        from envfarm.verifiers.web.verifier import WebVerifier
 
         return WebVerifier
     raise AttributeError(name)

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 
 from envfarm.errors import EnvfarmError
-from verifiers.logs.status import ParsedLog, TestStatus
+from envfarm.verifiers.logs.status import ParsedLog, TestStatus
 
 
 @dataclass

@@ -25,9 +25,9 @@ from unidiff.errors import UnidiffParseError
 from envfarm.errors import EnvfarmError, PatchError, SandboxError
 from envfarm.sandbox.protocol import ExecResult, Sandbox
 from envfarm.task import TaskSpec
-from verifiers.grading import grade
-from verifiers.logs import get_parser, parse_log
-from verifiers.reward import Reward
+from envfarm.verifiers.grading import grade
+from envfarm.verifiers.logs import get_parser, parse_log
+from envfarm.verifiers.reward import Reward
 
 # Files whose content changes how tests are collected or reported; an agent has no business editing
 # them to fix a bug, and a tampered one can skip, deselect or rewrite test outcomes.

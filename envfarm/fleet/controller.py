@@ -525,7 +525,7 @@ class FleetController:
 
 def exec_resetter(api: KubeApi, timeout: float = 120.0) -> Resetter:
     """Reset a released pod through the exec API (the same path KubernetesSandbox uses)."""
-    from envfarm.fleet.sandbox import KubernetesSandbox
+    from envfarm.sandbox.kubernetes import KubernetesSandbox
 
     def reset(namespace: str, pod: str, command: str) -> bool:
         sandbox = KubernetesSandbox(api.api_client, namespace, pod)

@@ -5,6 +5,6 @@ recipe rebuilds and an unchanged one is a cache hit.
 """
 
 from envfarm.images.recipe import ImageRecipe
-from envfarm.images.build import ensure_image, image_exists
+from envfarm.images.build import ensure_image, image_exists, layer_bytes
 
-__all__ = ["ImageRecipe", "ensure_image", "image_exists"]
+__all__ = ["ImageRecipe", "ensure_image", "image_exists", "layer_bytes"]

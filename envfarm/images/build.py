@@ -62,6 +62,15 @@ def image_id(client: docker.DockerClient, ref: str) -> str:
         ) from None
 
 
+def layer_bytes(tag: str, parent: str, client: docker.DockerClient | None = None) -> int:
+    """What `tag` adds on top of `parent`, in bytes (the engine's image sizes; 0 if it reports less)."""
+    client = client or connect()
+    try:
+        return max(0, int(client.images.get(tag).attrs.get("Size", 0)) - int(client.images.get(parent).attrs.get("Size", 0)))
+    except ImageNotFound as exc:
+        raise ImageMissing(f"image {exc.explanation or tag} is not in the engine", "build it first (envfarm images build)") from None
+
+
 @contextmanager
 def build_lock(key: str) -> Iterator[None]:
     """Serialise builds of one tag across processes on this host (Ray workers share the engine)."""

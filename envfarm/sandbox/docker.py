@@ -18,7 +18,6 @@ import threading
 import time
 import uuid
 import weakref
-from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
 import docker
@@ -27,6 +26,7 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from envfarm.config import settings
 from envfarm.engine import connect
 from envfarm.errors import EnvfarmError, ImageMissing, SandboxError
+from envfarm.sandbox.limits import SandboxLimits
 from envfarm.sandbox.patch import apply_patch_in
 from envfarm.sandbox.protocol import DEFAULT_OUTPUT_LIMIT, TIMEOUT_EXIT_CODE, TRUNCATION_MARKER, ExecResult
 
@@ -48,17 +48,6 @@ def _close_live_sandboxes() -> None:
     """A normal exit (or an unhandled exception) never leaves containers; a SIGKILL is `envfarm gc`'s job."""
     for sandbox in list(_live):
         sandbox.close()
-
-
-@dataclass(frozen=True)
-class SandboxLimits:
-    memory: str = field(default_factory=lambda: settings().sandbox_memory)
-    cpus: float = field(default_factory=lambda: float(settings().sandbox_cpus))
-    pids: int = field(default_factory=lambda: int(settings().sandbox_pids))
-    file_size: int = field(default_factory=lambda: settings().sandbox_file_size_limit)
-    tmpfs_size: str = field(default_factory=lambda: settings().sandbox_tmpfs_size)
-    nofile: int = 4096
-    network: bool = False
 
 
 def _ulimits(limits: SandboxLimits) -> list[docker.types.Ulimit]:

@@ -4,6 +4,6 @@ A language plugs in by providing a `LanguageRecipes` (see `base.py`) and registe
 Python is the first one. Go/JS/Rust/Java modules would add their own strategies and tooling layer.
 """
 
-from tasks.envsetup.base import RECIPES, LanguageRecipes, Strategy, recipes_for
+from envfarm.tasks.envsetup.base import RECIPES, LanguageRecipes, Strategy, recipes_for
 
 __all__ = ["RECIPES", "LanguageRecipes", "Strategy", "recipes_for"]

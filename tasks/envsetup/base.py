@@ -7,7 +7,7 @@ from typing import Protocol
 
 from envfarm.errors import EnvfarmError
 from envfarm.images.recipe import ImageRecipe
-from tasks.mirror import Mirror
+from envfarm.tasks.mirror import Mirror
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ RECIPES: dict[str, LanguageRecipes] = {}
 
 def recipes_for(language: str) -> LanguageRecipes:
     if not RECIPES:
-        from tasks.envsetup.python import PythonRecipes
+        from envfarm.tasks.envsetup.python import PythonRecipes
 
         RECIPES["python"] = PythonRecipes()
     try:

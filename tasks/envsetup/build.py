@@ -2,7 +2,7 @@
 
 The env layer holds the repository itself (at the version's `environment_setup_commit`, history up to
 it, owned by uid 1000 at /testbed) with dependencies installed, so every instance of that version adds
-only a thin layer on top (see `tasks.instance`). Every failed attempt keeps its reason class and the
+only a thin layer on top (see `envfarm.tasks.instance`). Every failed attempt keeps its reason class and the
 log lines that explain it.
 """
 
@@ -18,9 +18,9 @@ from envfarm.errors import EngineUnavailable, ImageMissing, SandboxError
 from envfarm.images import ImageRecipe, ensure_image
 from envfarm.images.build import ImageBuildError
 from envfarm.task import InstallConfig
-from tasks.envsetup.base import BuildOptions, Strategy, recipes_for
-from tasks.envsetup.failures import classify_build_failure, excerpt
-from tasks.mirror import Mirror
+from envfarm.tasks.envsetup.base import BuildOptions, Strategy, recipes_for
+from envfarm.tasks.envsetup.failures import classify_build_failure, excerpt
+from envfarm.tasks.mirror import Mirror
 
 REPO_STEPS = (
     "git init -q /testbed && cd /testbed && git fetch -q /tmp/src.bundle 'refs/envfarm/*:refs/envfarm/*'"

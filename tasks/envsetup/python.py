@@ -18,9 +18,9 @@ from pathlib import Path
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
 from envfarm.images.recipe import ImageRecipe
-from tasks.envsetup.base import BuildOptions, Strategy
-from tasks.envsetup.failures import COLLECT_MARKER, PYTHON_MARKER
-from tasks.mirror import Mirror
+from envfarm.tasks.envsetup.base import BuildOptions, Strategy
+from envfarm.tasks.envsetup.failures import COLLECT_MARKER, PYTHON_MARKER
+from envfarm.tasks.mirror import Mirror
 
 SYSTEM_PYTHON = {"envfarm/base:bookworm": "3.11", "envfarm/base:bullseye": "3.9", "envfarm/base:trixie": "3.13"}
 BASE_FOR_PYTHON = {v: k for k, v in SYSTEM_PYTHON.items()}  # `envfarm images build base --suite bullseye` etc.

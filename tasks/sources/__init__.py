@@ -1,5 +1,5 @@
 """Where issues and pull requests come from: the GitHub REST API, or JSONL dumps of the same records."""
 
-from tasks.sources.records import CrossReference, Issue, PullRequest, RepoActivity, SourceError
+from envfarm.tasks.sources.records import CrossReference, Issue, PullRequest, RepoActivity, SourceError
 
 __all__ = ["CrossReference", "Issue", "PullRequest", "RepoActivity", "SourceError"]

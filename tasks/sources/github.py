@@ -28,9 +28,9 @@ from typing import Any, Callable, Iterator
 import httpx
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from tasks.sources.jsonl import add_record
-from tasks.sources.graphql import GraphQLUnavailable, closing_links, issue_comments, parse_graphql_body
-from tasks.sources.records import CrossReference, RepoActivity, SourceError
+from envfarm.tasks.sources.jsonl import add_record
+from envfarm.tasks.sources.graphql import GraphQLUnavailable, closing_links, issue_comments, parse_graphql_body
+from envfarm.tasks.sources.records import CrossReference, RepoActivity, SourceError
 
 API_URL = "https://api.github.com"
 _NEXT = re.compile(r'<([^>]+)>;\s*rel="next"')
@@ -278,7 +278,7 @@ def _graphql_url(base_url: str) -> str:
 
 
 def _keyword_linked(activity: RepoActivity) -> set[int]:
-    from tasks.candidates import closing_refs
+    from envfarm.tasks.candidates import closing_refs
 
     texts = (f"{p.title}\n{p.body}\n" + "\n".join(p.commit_messages) for p in activity.pulls.values())
     return {n for text in texts for n in closing_refs(text, activity.repo)}

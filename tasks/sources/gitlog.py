@@ -15,8 +15,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-from tasks.candidates import closing_refs
-from tasks.sources.jsonl import dump_path, write_dump
+from envfarm.tasks.candidates import closing_refs
+from envfarm.tasks.sources.jsonl import dump_path, write_dump
 
 _MERGE = re.compile(r"^Merge pull request #(\d+) from \S+")
 _SQUASH = re.compile(r"\(#(\d+)\)\s*$")

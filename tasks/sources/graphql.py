@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Callable
 
-from tasks.sources.records import parse_time
+from envfarm.tasks.sources.records import parse_time
 
 Post = Callable[[str, dict[str, Any]], dict[str, Any]]
 COMMENT_BATCH = 50

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterable
 
-from tasks.sources.records import Comment, CrossReference, Issue, PullRequest, RepoActivity, SourceError
+from envfarm.tasks.sources.records import Comment, CrossReference, Issue, PullRequest, RepoActivity, SourceError
 
 
 def dump_path(directory: Path, repo: str) -> Path:

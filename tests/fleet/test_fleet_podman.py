@@ -15,7 +15,7 @@ import yaml
 
 from envfarm.fleet.podspec import build_pod
 from fleet_local_exec import LocalExec  # the WSClient surface, here over `podman exec -i`
-from envfarm.fleet.sandbox import KubernetesSandbox
+from envfarm.sandbox.kubernetes import KubernetesSandbox
 from envfarm.fleet.spec import parse_fleet_spec
 
 pytestmark = pytest.mark.engine

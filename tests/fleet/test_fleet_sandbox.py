@@ -13,7 +13,7 @@ import pytest
 
 from envfarm.errors import SandboxError
 from fleet_local_exec import LocalExec
-from envfarm.fleet.sandbox import KubernetesSandbox, OutputCollector, tar_one_file, untar_one_file, wrap_command
+from envfarm.sandbox.kubernetes import KubernetesSandbox, OutputCollector, tar_one_file, untar_one_file, wrap_command
 from envfarm.sandbox.protocol import Sandbox
 
 pytestmark = pytest.mark.skipif(not (shutil.which("timeout") and shutil.which("tar")), reason="coreutils timeout and tar needed")

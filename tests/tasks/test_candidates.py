@@ -4,9 +4,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-from tasks.candidates import Candidate, FilterConfig, Rejection, closing_refs, select_all
-from tasks.mirror import Mirror, MirrorError
-from tasks.sources.jsonl import load_repo
+from envfarm.tasks.candidates import Candidate, FilterConfig, Rejection, closing_refs, select_all
+from envfarm.tasks.mirror import Mirror, MirrorError
+from envfarm.tasks.sources.jsonl import load_repo
 from tests.tasks.fixtures import git, merge_pr, pr_record, write
 
 
@@ -61,7 +61,7 @@ def test_non_utf8_diff_and_missing_commit_are_recorded_skips(tmp_path):
     git(repo, "commit", "-q", "-m", "base")
     base = git(repo, "rev-parse", "HEAD")
     merge = merge_pr(repo, "latin", 2, "fixes #1", {"pkg/a.py": b"x = '\xe9t\xe9'\n", "tests/test_a.py": "def test():\n    assert 1\n"}, "2024-02-01T00:00:00Z")
-    from tasks.sources.jsonl import read_lines
+    from envfarm.tasks.sources.jsonl import read_lines
     import json
 
     records = [{"type": "issue", "data": {"number": 1, "title": "accents", "body": "the value should carry accents " * 3}},

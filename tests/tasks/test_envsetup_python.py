@@ -2,10 +2,10 @@
 
 import pytest
 
-from tasks.envsetup.base import BuildOptions, recipes_for
-from tasks.envsetup.failures import classify_build_failure
-from tasks.envsetup.python import choose_pythons, ci_pip_args, mentioned_versions, requires_python, find_test_extra
-from tasks.mirror import Mirror
+from envfarm.tasks.envsetup.base import BuildOptions, recipes_for
+from envfarm.tasks.envsetup.failures import classify_build_failure
+from envfarm.tasks.envsetup.python import choose_pythons, ci_pip_args, mentioned_versions, requires_python, find_test_extra
+from envfarm.tasks.mirror import Mirror
 from tests.tasks.fixtures import git, write
 
 

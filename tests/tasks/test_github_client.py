@@ -12,8 +12,8 @@ from urllib.parse import urlparse
 
 import pytest
 
-from tasks.sources.github import GitHubClient
-from tasks.sources.records import SourceError
+from envfarm.tasks.sources.github import GitHubClient
+from envfarm.tasks.sources.records import SourceError
 
 RECORDED = Path(__file__).parent / "recorded"
 

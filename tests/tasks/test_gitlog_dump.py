@@ -2,10 +2,10 @@
 
 import subprocess
 
-from tasks.candidates import Candidate, FilterConfig, select_all
-from tasks.mirror import Mirror
-from tasks.sources.gitlog import dump_from_git
-from tasks.sources.jsonl import load_repo
+from envfarm.tasks.candidates import Candidate, FilterConfig, select_all
+from envfarm.tasks.mirror import Mirror
+from envfarm.tasks.sources.gitlog import dump_from_git
+from envfarm.tasks.sources.jsonl import load_repo
 from tests.tasks.fixtures import git, write
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from tasks.candidates import Candidate, FilterConfig, select_all
-from tasks.mirror import Mirror
-from tasks.sources.github import GitHubClient
-from tasks.sources.jsonl import load_repo
+from envfarm.tasks.candidates import Candidate, FilterConfig, select_all
+from envfarm.tasks.mirror import Mirror
+from envfarm.tasks.sources.github import GitHubClient
+from envfarm.tasks.sources.jsonl import load_repo
 from tests.tasks.test_github_client import FakeGitHub, server  # noqa: F401  (the recorded-JSON server fixture)
 
 

@@ -15,7 +15,7 @@ def test_mine_job_renders_validates_and_matches_the_cli():
     import kubernetes_validate
     import typer.main
 
-    from tasks.cli import app
+    from envfarm.tasks.cli import app
 
     if shutil.which("kubectl") is None:
         pytest.skip("kubectl missing: install Debian's kubernetes-client (make setup) to render kustomizations")

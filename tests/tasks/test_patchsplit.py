@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.patchsplit import classify_path, split_blocks, split_diff
+from envfarm.tasks.patchsplit import classify_path, split_blocks, split_diff
 from tests.tasks.fixtures import git, write
 
 

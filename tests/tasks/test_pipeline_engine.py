@@ -21,8 +21,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def mine_config(fixture_world, home: Path, repeats: int = 2):
-    from tasks.envsetup.base import BuildOptions
-    from tasks.pipeline import MineConfig
+    from envfarm.tasks.envsetup.base import BuildOptions
+    from envfarm.tasks.pipeline import MineConfig
 
     wheels = tuple((p.name, p.read_bytes()) for p in sorted(fixture_world["wheelhouse"].iterdir()))
     return MineConfig(home=home, offline_dir=fixture_world["dump"], repeats=repeats, run_id="pytest-mine",
@@ -35,7 +35,7 @@ REPOS = [("acme/calc", ""), ("acme/broken", ""), ("acme/missing", "")]
 @pytest.fixture(scope="module")
 def mined(fixture_world, engine_client, base_image, tmp_path_factory):
     from envfarm.store import Store
-    from tasks.pipeline import run_inline
+    from envfarm.tasks.pipeline import run_inline
 
     home = tmp_path_factory.mktemp("mine-home")
     store = Store(f"sqlite:///{home / 'envfarm.db'}")
@@ -51,7 +51,7 @@ def rows(store, model):
 
 def test_funnel_validated_tasks_and_recorded_failures(mined):
     from envfarm.store.mining import MiningCandidateRow, MiningEnvRow, MiningRepoRow
-    from tasks.store import load_tasks
+    from envfarm.tasks.store import load_tasks
 
     store = mined["store"]
     tasks = {t.instance_id: t for t in load_tasks(store)}
@@ -79,8 +79,8 @@ def test_funnel_validated_tasks_and_recorded_failures(mined):
 
 def test_instance_image_hides_the_future(mined, fixture_world):
     from envfarm.sandbox.docker import DockerSandbox
-    from tasks.mirror import Mirror
-    from tasks.store import load_tasks
+    from envfarm.tasks.mirror import Mirror
+    from envfarm.tasks.store import load_tasks
 
     task = next(t for t in load_tasks(mined["store"]) if t.instance_id == "acme__calc-2")
     mirror = Mirror(fixture_world["calc_mirror"])
@@ -106,8 +106,8 @@ def test_instance_image_hides_the_future(mined, fixture_world):
 
 def test_exported_task_grades_with_the_rl_verifier(mined):
     from envfarm.sandbox.docker import DockerSandbox
-    from tasks.store import load_tasks
-    from verifiers.swe import SweVerifier
+    from envfarm.tasks.store import load_tasks
+    from envfarm.verifiers.swe import SweVerifier
 
     task = next(t for t in load_tasks(mined["store"]) if t.instance_id == "acme__calc-4")
     assert task.hints_text == "Seen for every pair of inputs."  # comments before the fix, carried into the task
@@ -121,7 +121,7 @@ def test_exported_task_grades_with_the_rl_verifier(mined):
 
 def test_rerun_redoes_no_finished_work(mined):
     from envfarm.store.mining import MiningCandidateRow, MiningEnvRow
-    from tasks.pipeline import run_inline
+    from envfarm.tasks.pipeline import run_inline
 
     store = mined["store"]
     before = {k: (r.updated_at, r.attempts) for k, r in rows(store, MiningCandidateRow).items()}
@@ -182,8 +182,8 @@ def test_ray_driver(fixture_world, engine_client, base_image, mined, tmp_path):
     import ray
 
     from envfarm.store import Store
-    from tasks.pipeline import run_ray
-    from tasks.store import funnel
+    from envfarm.tasks.pipeline import run_ray
+    from envfarm.tasks.store import funnel
 
     url = f"sqlite:///{tmp_path / 'envfarm.db'}"
     Store(url)

@@ -1,11 +1,11 @@
 """The driver records a broken unit against that unit and goes on (no engine needed for these paths)."""
 
-from tasks.pipeline import MineConfig, parse_repo_line, run_inline
-from tasks.store import funnel
+from envfarm.tasks.pipeline import MineConfig, parse_repo_line, run_inline
+from envfarm.tasks.store import funnel
 
 
 def test_a_crashing_repository_is_recorded_and_the_batch_goes_on(store, tmp_path, monkeypatch):
-    import tasks.pipeline as pipeline
+    import envfarm.tasks.pipeline as pipeline
 
     real = pipeline.load_activity
 

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from tasks.sources.jsonl import load_repo, write_dump
-from tasks.sources.records import SourceError
+from envfarm.tasks.sources.jsonl import load_repo, write_dump
+from envfarm.tasks.sources.records import SourceError
 
 
 def test_reads_issues_pulls_and_timeline_and_skips_bad_lines(tmp_path):

@@ -4,8 +4,8 @@ import json
 
 import envfarm.store.mining  # noqa: F401
 from envfarm.task import InstallConfig, TaskSpec
-from tasks.export import export_jsonl
-from tasks.store import candidate_states, funnel, load_tasks, record_candidate, record_env, record_repo
+from envfarm.tasks.export import export_jsonl
+from envfarm.tasks.store import candidate_states, funnel, load_tasks, record_candidate, record_env, record_repo
 
 SWEBENCH_FIELDS = {"instance_id", "repo", "base_commit", "patch", "test_patch", "problem_statement", "hints_text", "created_at",
                    "version", "FAIL_TO_PASS", "PASS_TO_PASS", "environment_setup_commit"}

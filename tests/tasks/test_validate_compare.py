@@ -1,7 +1,7 @@
 """FAIL_TO_PASS / PASS_TO_PASS from repeated runs: flaky tests are dropped, not counted."""
 
-from tasks.validate import RunOutcome, compare
-from verifiers.logs.status import TestStatus as S
+from envfarm.tasks.validate import RunOutcome, compare
+from envfarm.verifiers.logs.status import TestStatus as S
 
 
 def run(state, **results):

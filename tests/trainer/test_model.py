@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from envfarm.errors import EnvfarmError
-from trainer.model import PolicyConfig, PolicyModel, load_checkpoint, micro, mimo_v2_flash, save_checkpoint, token_logprobs
-from trainer.model.attention import apply_partial_rope, attend, rope_tables
-from trainer.model.moe import HAS_GROUPED_MM, MoE
+from envfarm.trainer.model import PolicyConfig, PolicyModel, load_checkpoint, micro, mimo_v2_flash, save_checkpoint, token_logprobs
+from envfarm.trainer.model.attention import apply_partial_rope, attend, rope_tables
+from envfarm.trainer.model.moe import HAS_GROUPED_MM, MoE
 
 torch.set_num_threads(1)
 

@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from trainer import pretrain
-from trainer.model import load_checkpoint
+from envfarm.trainer import pretrain
+from envfarm.trainer.model import load_checkpoint
 
 
 @pytest.mark.slow  # loads the 30 MB stdlib corpus twice

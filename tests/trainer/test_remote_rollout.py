@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from envfarm.errors import EnvfarmError
-from trainer.model import PolicyModel, micro
-from trainer.rollout import RolloutEngine, SamplingParams
-from trainer.rollout.openai_server import CompletionServer
-from trainer.rollout.remote import RemoteRolloutEngine
+from envfarm.trainer.model import PolicyModel, micro
+from envfarm.trainer.rollout import RolloutEngine, SamplingParams
+from envfarm.trainer.rollout.openai_server import CompletionServer
+from envfarm.trainer.rollout.remote import RemoteRolloutEngine
 
 torch.set_num_threads(1)
 

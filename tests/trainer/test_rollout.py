@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from envfarm.errors import EnvfarmError
-from trainer.model import PolicyModel, load_checkpoint, micro, token_logprobs
-from trainer.rollout import RolloutEngine, SamplingParams
-from trainer.rollout import engine as engine_module
-from trainer.rollout.sampling import warp
-from trainer.rollout.speculative import accept_drafts, accept_greedy
+from envfarm.trainer.model import PolicyModel, load_checkpoint, micro, token_logprobs
+from envfarm.trainer.rollout import RolloutEngine, SamplingParams
+from envfarm.trainer.rollout import engine as engine_module
+from envfarm.trainer.rollout.sampling import warp
+from envfarm.trainer.rollout.speculative import accept_drafts, accept_greedy
 
 torch.set_num_threads(1)
 TINY = Path(__file__).resolve().parents[2] / "trainer" / "checkpoints" / "tiny"
@@ -264,7 +264,7 @@ def test_bad_requests_get_clear_errors():
 
 
 def test_policy_facade_generates_and_replays():
-    from trainer.rollout import Policy
+    from envfarm.trainer.rollout import Policy
     policy = Policy(random_model(seed=8))
     tokens, logprobs, routing = policy.generate(["def f():", [256, 65, 66]], SamplingParams(max_new_tokens=6, seed=3))
     assert len(tokens) == 2 and all(len(t) == len(lp) for t, lp in zip(tokens, logprobs))

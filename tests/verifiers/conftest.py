@@ -30,10 +30,10 @@ def web_prerequisites_or_skip() -> None:
         pytest.skip("chromium not installed: run make setup")
     if shutil.which("ffmpeg") is None:
         pytest.skip("ffmpeg not installed: run make setup")
-    from verifiers.web.setup_ffmpeg import video_ready
+    from envfarm.verifiers.web.setup_ffmpeg import video_ready
 
     if not video_ready():
-        pytest.skip("Playwright's ffmpeg link missing: run python -m verifiers.web.setup_ffmpeg (make setup does)")
+        pytest.skip("Playwright's ffmpeg link missing: run python -m envfarm.verifiers.web.setup_ffmpeg (make setup does)")
 
 
 @pytest.fixture
@@ -45,7 +45,7 @@ def web_ready() -> None:
 @pytest.fixture(scope="session")
 def web() -> Iterator[WebHarness]:
     web_prerequisites_or_skip()
-    from verifiers.web.browser import BrowserHost
+    from envfarm.verifiers.web.browser import BrowserHost
 
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)

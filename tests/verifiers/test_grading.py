@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 
 from envfarm.errors import EnvfarmError
-from verifiers.grading import grade
-from verifiers.logs import parse_log
-from verifiers.logs.text import clean_lines
+from envfarm.verifiers.grading import grade
+from envfarm.verifiers.logs import parse_log
+from envfarm.verifiers.logs.text import clean_lines
 
 LOGS = Path(__file__).parent / "logs"
 RA = (LOGS / "pytest_rA_color.log").read_bytes()

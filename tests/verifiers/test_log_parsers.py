@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from envfarm.errors import EnvfarmError
-from verifiers.logs import PARSERS, TestStatus, get_parser, parse_log
-from verifiers.logs.pytest_log import split_test_id
+from envfarm.verifiers.logs import PARSERS, TestStatus, get_parser, parse_log
+from envfarm.verifiers.logs.pytest_log import split_test_id
 
 LOGS = Path(__file__).parent / "logs"
 P, F, S, E, X = TestStatus.PASSED, TestStatus.FAILED, TestStatus.SKIPPED, TestStatus.ERROR, TestStatus.XFAIL

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from envfarm.sandbox.protocol import ExecResult
 from envfarm.task import InstallConfig, TaskSpec
-from verifiers.swe import build_test_command, grade_run, patched_paths
+from envfarm.verifiers.swe import build_test_command, grade_run, patched_paths
 
 TEST_PATCH = """\
 diff --git a/tests/test_calc.py b/tests/test_calc.py
@@ -137,8 +137,8 @@ def test_forged_verbose_line_for_a_test_that_never_ran_is_caught():
     )
     reward = grade_run(make_task(log_parser="pytest", test_cmd="pytest {report}"), ExecResult(0, log, False, 0.1), None)
     assert reward.value == 0.0  # no report at all for a report-backed task
-    from verifiers.grading import grade
-    from verifiers.logs import parse_log
+    from envfarm.verifiers.grading import grade
+    from envfarm.verifiers.logs import parse_log
 
     result = grade(parse_log("pytest", log), ["tests/test_calc.py::test_fixed"], ["tests/test_calc.py::test_old"], exit_code=0)
     assert not result.resolved and "2 PASSED lines in the verbose output but pytest counted 1" in result.suspicious[0]

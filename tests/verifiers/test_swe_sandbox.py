@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from envfarm.task import InstallConfig, TaskSpec
-from verifiers.swe import SweVerifier
+from envfarm.verifiers.swe import SweVerifier
 
 pytestmark = pytest.mark.engine
 

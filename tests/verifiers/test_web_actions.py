@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from verifiers.web.judge import JudgeClient
-from verifiers.web.script import load_script
-from verifiers.web.verifier import verify_web_async
+from envfarm.verifiers.web.judge import JudgeClient
+from envfarm.verifiers.web.script import load_script
+from envfarm.verifiers.web.verifier import verify_web_async
 
 pytestmark = pytest.mark.browser
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from envfarm.errors import EnvfarmError
-from verifiers.web.browser import BrowserHost, BrowserLimits, find_marked
-from verifiers.web.runner import run_session
-from verifiers.web.script import load_script
-from verifiers.web.serve import serve_folder
-from verifiers.web.verifier import WebVerifier, verify_web_async
+from envfarm.verifiers.web.browser import BrowserHost, BrowserLimits, find_marked
+from envfarm.verifiers.web.runner import run_session
+from envfarm.verifiers.web.script import load_script
+from envfarm.verifiers.web.serve import serve_folder
+from envfarm.verifiers.web.verifier import WebVerifier, verify_web_async
 
 pytestmark = pytest.mark.browser
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from envfarm.task import TaskSpec
-from verifiers import verifier_for
+from envfarm.verifiers import verifier_for
 
 pytestmark = [pytest.mark.engine, pytest.mark.browser]
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from envfarm.errors import EnvfarmError
-from verifiers.web import setup_ffmpeg
-from verifiers.web.judge import JudgeClient, parse_verdict
-from verifiers.web.visual import Frames, align_to_flash, blank_fraction, changed_fraction, is_blank, motion_series, save_png
+from envfarm.verifiers.web import setup_ffmpeg
+from envfarm.verifiers.web.judge import JudgeClient, parse_verdict
+from envfarm.verifiers.web.visual import Frames, align_to_flash, blank_fraction, changed_fraction, is_blank, motion_series, save_png
 
 
 def _frame(color=(255, 255, 255), h=120, w=160) -> np.ndarray:

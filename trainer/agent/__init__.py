@@ -2,9 +2,9 @@
 through shell commands on any `Sandbox` backend, a chat-style text protocol, per-episode limits and a
 transcript per rollout."""
 
-from trainer.agent.episode import AgentPolicy, EpisodeLimits, Transcript, run_episode
-from trainer.agent.protocol import ToolCall, ToolCallError, parse_tool_call, render_prompt
-from trainer.agent.scripted import ScriptedPolicy
+from envfarm.trainer.agent.episode import AgentPolicy, EpisodeLimits, Transcript, run_episode
+from envfarm.trainer.agent.protocol import ToolCall, ToolCallError, parse_tool_call, render_prompt
+from envfarm.trainer.agent.scripted import ScriptedPolicy
 
 __all__ = ["AgentPolicy", "EpisodeLimits", "Transcript", "run_episode", "ToolCall", "ToolCallError",
            "parse_tool_call", "render_prompt", "ScriptedPolicy"]

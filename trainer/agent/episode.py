@@ -16,8 +16,8 @@ from typing import Protocol
 from envfarm.errors import EnvfarmError, SandboxError
 from envfarm.sandbox.protocol import Sandbox
 from envfarm.task import TaskSpec
-from trainer.agent.protocol import SYSTEM_PROMPT, ToolCallError, parse_tool_call, render_prompt
-from trainer.agent.tools import collect_patch, run_tool
+from envfarm.trainer.agent.protocol import SYSTEM_PROMPT, ToolCallError, parse_tool_call, render_prompt
+from envfarm.trainer.agent.tools import collect_patch, run_tool
 
 
 class AgentPolicy(Protocol):

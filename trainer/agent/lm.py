@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from trainer.agent.protocol import STOP
-from trainer.rollout.policy import Policy
-from trainer.rollout.sampling import SamplingParams
+from envfarm.trainer.agent.protocol import STOP
+from envfarm.trainer.rollout.policy import Policy
+from envfarm.trainer.rollout.sampling import SamplingParams
 
 
 class LMAgentPolicy:

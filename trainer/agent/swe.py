@@ -13,9 +13,9 @@ from typing import Callable
 from envfarm.errors import SandboxError
 from envfarm.sandbox.protocol import Sandbox
 from envfarm.task import TaskSpec
-from trainer.agent.episode import AgentPolicy, EpisodeLimits, Transcript, run_episode
-from verifiers.reward import Reward
-from verifiers.swe import SweVerifier
+from envfarm.trainer.agent.episode import AgentPolicy, EpisodeLimits, Transcript, run_episode
+from envfarm.verifiers.reward import Reward
+from envfarm.verifiers.swe import SweVerifier
 
 SandboxFactory = Callable[[TaskSpec], Sandbox]
 

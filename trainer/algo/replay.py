@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import torch
 
 from envfarm.errors import EnvfarmError
-from trainer.model.logprobs import gather_logprobs
-from trainer.model.policy_model import PolicyModel
-from trainer.rollout.result import Completion
+from envfarm.trainer.model.logprobs import gather_logprobs
+from envfarm.trainer.model.policy_model import PolicyModel
+from envfarm.trainer.rollout.result import Completion
 
 
 @dataclass

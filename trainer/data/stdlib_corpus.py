@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from envfarm.errors import EnvfarmError
-from trainer.tokenizer import BOS, EOS
+from envfarm.trainer.tokenizer import BOS, EOS
 
 
 def stdlib_root() -> Path:

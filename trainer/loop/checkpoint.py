@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
-from trainer.model.checkpoint import load_checkpoint, save_checkpoint
-from trainer.model.policy_model import PolicyModel
+from envfarm.trainer.model.checkpoint import load_checkpoint, save_checkpoint
+from envfarm.trainer.model.policy_model import PolicyModel
 
 
 def save(folder: Path, model: PolicyModel, state: dict[str, Any]) -> None:

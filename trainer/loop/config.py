@@ -10,7 +10,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from envfarm.errors import EnvfarmError
-from trainer.scheduler import SchedulerConfig
+from envfarm.sandbox.backend import SandboxBackend
+from envfarm.trainer.scheduler import SchedulerConfig
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "trainer" / "checkpoints" / "tiny"
@@ -116,23 +117,8 @@ class TrainCfg(_Strict):
     eval_samples: int = Field(16, ge=0, description="samples per task for the start/end evaluation on the whole family; 0 = off")
 
 
-class KubernetesCfg(_Strict):
-    """Where rollout workers find their pods when sandbox.backend is kubernetes: worker i execs into pods[i]."""
-
-    namespace: str = "envfarm-sandboxes"
-    pods: list[str] = Field(default_factory=list, description="running sandbox pods, one per rollout worker")
-    container: str = "sandbox"
-    workdir: str = "/tmp"
-    kubeconfig: str | None = Field(None, description="null: in-cluster config, then KUBECONFIG / ~/.kube/config")
-    context: str | None = None
-    request_timeout_s: float = Field(10.0, gt=0, description="timeout of the start-up check that the pods exist")
-
-
-class SandboxCfg(_Strict):
-    """Which sandbox backend rollout workers grade in (Sandbox protocol: the code above it does not care)."""
-
-    backend: Literal["docker", "kubernetes"] = "docker"
-    kubernetes: KubernetesCfg = Field(default_factory=KubernetesCfg)
+# The `sandbox:` section is envfarm's backend model itself: the trainer opens sandboxes with it.
+SandboxCfg = SandboxBackend
 
 
 class RunConfig(_Strict):
@@ -156,10 +142,11 @@ class RunConfig(_Strict):
                              "resumable yet): set rollout.partial.enabled=false")
         if self.sandbox.backend == "kubernetes":
             k = self.sandbox.kubernetes
-            if self.tasks.family != "func":
-                raise ValueError("sandbox.backend=kubernetes grades tasks.family=func only (SWE episodes need a pod per "
-                                 "instance image from a fleet claim): use sandbox.backend=docker")
-            if len(k.pods) < self.rollout.num_workers:
+            if self.tasks.family != "func" and not k.fleet:
+                raise ValueError("sandbox.backend=kubernetes grades tasks.family=func only from listed pods (SWE episodes need "
+                                 "a pod per instance image): set sandbox.kubernetes.fleet to claim them from a SandboxFleet, "
+                                 "or use sandbox.backend=docker")
+            if not k.fleet and len(k.pods) < self.rollout.num_workers:
                 raise ValueError(f"sandbox.kubernetes.pods names {len(k.pods)} pod(s) for {self.rollout.num_workers} rollout "
                                  "worker(s): list one running sandbox pod per worker, e.g. sandbox.kubernetes.pods=[sandbox-0]")
         return self

@@ -17,10 +17,10 @@ from typing import Any
 
 import torch
 
-from trainer.loop import payload
-from trainer.loop.config import PartialCfg
-from trainer.rollout.result import Completion
-from trainer.rollout.sampling import SamplingParams
+from envfarm.trainer.loop import payload
+from envfarm.trainer.loop.config import PartialCfg
+from envfarm.trainer.rollout.result import Completion
+from envfarm.trainer.rollout.sampling import SamplingParams
 
 
 @dataclass

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainer.rollout.result import Completion
+from envfarm.trainer.rollout.result import Completion
 
 
 def encode(c: Completion) -> dict[str, Any]:

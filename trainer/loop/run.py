@@ -25,17 +25,17 @@ from envfarm.runs import new_run_id, run_scope
 from envfarm.store.db import open_store
 from envfarm.stream.ledger import RewardLedger
 from envfarm.stream.ray_stream import StreamActor
-from trainer.algo.grpo import GRPOConfig, group_advantages, grpo_loss
-from trainer.algo.mopd import MOPDConfig, mopd_loss, teacher_logprobs
-from trainer.algo.replay import pack, routing_agreement, sequence_logprobs
-from trainer.loop import checkpoint as ckpt
-from trainer.loop import payload
-from trainer.loop.config import RunConfig
-from trainer.loop.plot import write_plot
-from trainer.loop.worker import RolloutWorker, build_policy
-from trainer.loop.sandboxes import preflight
-from trainer.scheduler import DataScheduler, PartialRollouts
-from trainer.tasks_func import family_tasks
+from envfarm.trainer.algo.grpo import GRPOConfig, group_advantages, grpo_loss
+from envfarm.trainer.algo.mopd import MOPDConfig, mopd_loss, teacher_logprobs
+from envfarm.trainer.algo.replay import pack, routing_agreement, sequence_logprobs
+from envfarm.trainer.loop import checkpoint as ckpt
+from envfarm.trainer.loop import payload
+from envfarm.trainer.loop.config import RunConfig
+from envfarm.trainer.loop.plot import write_plot
+from envfarm.trainer.loop.worker import RolloutWorker, build_policy
+from envfarm.trainer.loop.sandboxes import preflight
+from envfarm.trainer.scheduler import DataScheduler, PartialRollouts
+from envfarm.trainer.tasks_func import family_tasks
 
 
 def _ray_up(cfg: RunConfig) -> bool:
@@ -76,7 +76,7 @@ class Trainer:
         self.ckpt_dir = self.out / "checkpoint"
         self.metrics_file = self.out / "metrics.jsonl"
         if cfg.tasks.family == "swe":
-            from trainer.loop.swe_tasks import load_swe_tasks
+            from envfarm.trainer.loop.swe_tasks import load_swe_tasks
 
             self.tasks = {t.id: t for t in load_swe_tasks(open_store(cfg.store_url), cfg.tasks.ids)}
         else:
@@ -92,7 +92,7 @@ class Trainer:
         return state
 
     def _teachers(self) -> dict[str, Any]:
-        from trainer.model import load_checkpoint, token_logprobs
+        from envfarm.trainer.model import load_checkpoint, token_logprobs
 
         out = {}
         for domain, path in self.cfg.algo.teachers.items():

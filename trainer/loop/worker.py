@@ -19,17 +19,17 @@ import torch
 from envfarm.errors import SandboxError
 from envfarm.stream.events import RewardEvent
 from envfarm.stream.ray_stream import publish_blocking
-from trainer.loop import partial, payload
-from trainer.loop.config import RunConfig
-from trainer.loop.sandboxes import make_sandbox
-from trainer.rollout.sampling import SamplingParams
-from trainer.tasks_func import family_tasks, grade_batch
+from envfarm.trainer.loop import partial, payload
+from envfarm.trainer.loop.config import RunConfig
+from envfarm.trainer.loop.sandboxes import make_sandbox
+from envfarm.trainer.rollout.sampling import SamplingParams
+from envfarm.trainer.tasks_func import family_tasks, grade_batch
 
 
 def build_policy(cfg: RunConfig):  # type: ignore[no-untyped-def]
-    from trainer.model import PolicyModel
-    from trainer.model.config import micro, tiny
-    from trainer.rollout.policy import Policy
+    from envfarm.trainer.model import PolicyModel
+    from envfarm.trainer.model.config import micro, tiny
+    from envfarm.trainer.rollout.policy import Policy
 
     if cfg.policy.checkpoint:
         return Policy.from_checkpoint(cfg.policy.checkpoint)
@@ -47,7 +47,7 @@ class RolloutWorker:
         self.family = self.cfg.tasks.family
         if self.family == "swe":
             from envfarm.store.db import open_store
-            from trainer.loop.swe_tasks import load_swe_tasks
+            from envfarm.trainer.loop.swe_tasks import load_swe_tasks
 
             self.tasks = {t.id: t for t in load_swe_tasks(open_store(self.cfg.store_url), self.cfg.tasks.ids)}
         else:
@@ -164,15 +164,16 @@ class RolloutWorker:
         by SweVerifier in a fresh sandbox; every assistant turn is kept for training."""
         from pathlib import Path
 
-        from envfarm.sandbox.docker import DockerSandbox
-        from trainer.agent.episode import EpisodeLimits
-        from trainer.agent.lm import LMAgentPolicy
-        from trainer.agent.swe import swe_rollout
+        from envfarm import sandbox as sandboxes
+        from envfarm.trainer.agent.episode import EpisodeLimits
+        from envfarm.trainer.agent.lm import LMAgentPolicy
+        from envfarm.trainer.agent.swe import swe_rollout
 
         a, g = self.cfg.agent, self.cfg.rollout.group_size
         limits = EpisodeLimits(a.max_steps, a.max_tokens, a.command_timeout, a.observation_chars)
         transcripts = Path(self.cfg.train.out_dir) / "transcripts" if a.transcripts else None
-        make_sandbox = lambda spec: DockerSandbox(spec.image, run_id=self.run_id, task_id=spec.instance_id)  # noqa: E731
+        make_sandbox = lambda spec: sandboxes.open(spec.image, run_id=self.run_id, task_id=spec.instance_id,  # noqa: E731
+                                                   backend=self.cfg.sandbox)
         totals = {"gen_s": 0.0, "grade_s": 0.0, "tokens": 0, "rollouts": 0, "duplicates": 0, "failed": 0, "acceptance": 1.0}
         for w in work:
             item = self.tasks[w["task_id"]]

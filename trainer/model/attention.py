@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainer.model.config import PolicyConfig
-from trainer.model.kv_cache import LayerKVCache
+from envfarm.trainer.model.config import PolicyConfig
+from envfarm.trainer.model.kv_cache import LayerKVCache
 
 Rope = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # cos [B,T,1,D], sin [B,T,1,D], R [D,D]
 

@@ -8,8 +8,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from envfarm.errors import EnvfarmError
-from trainer.model.config import PolicyConfig
-from trainer.model.policy_model import PolicyModel
+from envfarm.trainer.model.config import PolicyConfig
+from envfarm.trainer.model.policy_model import PolicyModel
 
 WEIGHTS = "model.safetensors"
 

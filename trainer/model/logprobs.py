@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from trainer.model.policy_model import PolicyModel
+from envfarm.trainer.model.policy_model import PolicyModel
 
 
 def gather_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

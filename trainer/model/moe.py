@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainer.model.config import PolicyConfig
-from trainer.model.ffn import DenseFFN
+from envfarm.trainer.model.config import PolicyConfig
+from envfarm.trainer.model.ffn import DenseFFN
 
 
 class Router(nn.Module):

@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainer.model.attention import Attention, AttentionMasks, Rope
-from trainer.model.config import PolicyConfig
-from trainer.model.ffn import DenseFFN, RMSNorm
-from trainer.model.kv_cache import LayerKVCache
+from envfarm.trainer.model.attention import Attention, AttentionMasks, Rope
+from envfarm.trainer.model.config import PolicyConfig
+from envfarm.trainer.model.ffn import DenseFFN, RMSNorm
+from envfarm.trainer.model.kv_cache import LayerKVCache
 
 
 class MTPBlock(nn.Module):

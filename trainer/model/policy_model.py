@@ -14,12 +14,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainer.model.attention import Attention, AttentionMasks, Rope, rope_tables
-from trainer.model.config import PolicyConfig
-from trainer.model.ffn import DenseFFN, RMSNorm
-from trainer.model.kv_cache import ModelKVCache
-from trainer.model.moe import MoE
-from trainer.model.mtp import MTPBlock
+from envfarm.trainer.model.attention import Attention, AttentionMasks, Rope, rope_tables
+from envfarm.trainer.model.config import PolicyConfig
+from envfarm.trainer.model.ffn import DenseFFN, RMSNorm
+from envfarm.trainer.model.kv_cache import ModelKVCache
+from envfarm.trainer.model.moe import MoE
+from envfarm.trainer.model.mtp import MTPBlock
 
 
 @dataclass

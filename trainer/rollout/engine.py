@@ -18,12 +18,12 @@ import time
 import torch
 
 from envfarm.errors import EnvfarmError
-from trainer.model.attention import AttentionMasks
-from trainer.model.logprobs import gather_logprobs
-from trainer.model.policy_model import PolicyModel
-from trainer.rollout.result import Completion, RolloutBatch
-from trainer.rollout.sampling import SamplingParams, sample, warp
-from trainer.rollout.speculative import accept_drafts, accept_greedy
+from envfarm.trainer.model.attention import AttentionMasks
+from envfarm.trainer.model.logprobs import gather_logprobs
+from envfarm.trainer.model.policy_model import PolicyModel
+from envfarm.trainer.rollout.result import Completion, RolloutBatch
+from envfarm.trainer.rollout.sampling import SamplingParams, sample, warp
+from envfarm.trainer.rollout.speculative import accept_drafts, accept_greedy
 
 
 class RolloutEngine:

@@ -1,7 +1,7 @@
 """A small OpenAI-compatible /v1/completions server around the in-process engine.
 
 It lets the remote backend be tested end to end without a GPU (tests start it on 127.0.0.1), and lets
-anyone serve the tiny checkpoint:  python -m trainer.rollout.openai_server --port 8000
+anyone serve the tiny checkpoint:  python -m envfarm.trainer.rollout.openai_server --port 8000
 Beyond the OpenAI fields it honours vLLM's `return_tokens_as_token_ids` and a `return_routed_experts`
 flag (the routing-replay payload SGLang-based RL stacks return), plus `speculative: "mtp"`.
 """
@@ -15,10 +15,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from envfarm.errors import EnvfarmError
-from trainer.model import load_checkpoint
-from trainer.rollout.engine import RolloutEngine
-from trainer.rollout.sampling import SamplingParams
-from trainer.tokenizer import ByteTokenizer
+from envfarm.trainer.model import load_checkpoint
+from envfarm.trainer.rollout.engine import RolloutEngine
+from envfarm.trainer.rollout.sampling import SamplingParams
+from envfarm.trainer.tokenizer import ByteTokenizer
 
 
 def _prompts(raw) -> list[list[int]]:

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import torch
 
-from trainer.model import PolicyModel, load_checkpoint, token_logprobs
-from trainer.rollout.engine import RolloutEngine
-from trainer.rollout.remote import RemoteRolloutEngine
-from trainer.rollout.result import RolloutBatch
-from trainer.rollout.sampling import SamplingParams
-from trainer.tokenizer import ByteTokenizer
+from envfarm.trainer.model import PolicyModel, load_checkpoint, token_logprobs
+from envfarm.trainer.rollout.engine import RolloutEngine
+from envfarm.trainer.rollout.remote import RemoteRolloutEngine
+from envfarm.trainer.rollout.result import RolloutBatch
+from envfarm.trainer.rollout.sampling import SamplingParams
+from envfarm.trainer.tokenizer import ByteTokenizer
 
 TINY_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "tiny"
 

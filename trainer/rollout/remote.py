@@ -13,9 +13,9 @@ import httpx
 import torch
 
 from envfarm.errors import EnvfarmError
-from trainer.rollout.result import Completion, RolloutBatch
-from trainer.rollout.sampling import SamplingParams
-from trainer.tokenizer import ByteTokenizer
+from envfarm.trainer.rollout.result import Completion, RolloutBatch
+from envfarm.trainer.rollout.sampling import SamplingParams
+from envfarm.trainer.tokenizer import ByteTokenizer
 
 
 class RemoteRolloutEngine:

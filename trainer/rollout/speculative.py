@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from trainer.rollout.sampling import sample
+from envfarm.trainer.rollout.sampling import sample
 
 
 def accept_drafts(p: torch.Tensor, q: torch.Tensor, drafts: torch.Tensor, generator: torch.Generator | None

@@ -9,11 +9,11 @@ from __future__ import annotations
 from typing import Callable
 
 from envfarm.errors import EnvfarmError
-from verifiers.logs.django_log import parse_django_log
-from verifiers.logs.junit import parse_junit_xml
-from verifiers.logs.pytest_log import parse_pytest_log
-from verifiers.logs.status import ParsedLog, TestStatus
-from verifiers.logs.unittest_log import parse_unittest_log
+from envfarm.verifiers.logs.django_log import parse_django_log
+from envfarm.verifiers.logs.junit import parse_junit_xml
+from envfarm.verifiers.logs.pytest_log import parse_pytest_log
+from envfarm.verifiers.logs.status import ParsedLog, TestStatus
+from envfarm.verifiers.logs.unittest_log import parse_unittest_log
 
 LogParser = Callable[[bytes | str], ParsedLog]
 

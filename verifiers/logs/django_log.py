@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 
-from verifiers.logs.status import ParsedLog
-from verifiers.logs.text import clean_lines
-from verifiers.logs.unittest_log import _finish, parse_unittest_lines
+from envfarm.verifiers.logs.status import ParsedLog
+from envfarm.verifiers.logs.text import clean_lines
+from envfarm.verifiers.logs.unittest_log import _finish, parse_unittest_lines
 
 _NOISE = re.compile(
     r"^\s*(Applying [\w.]+\.\.\.|Creating table |Running deferred SQL|Synchroniz|Creating test database|"

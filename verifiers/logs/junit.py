@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from verifiers.logs.status import ParsedLog, TestStatus
-from verifiers.logs.text import decode
+from envfarm.verifiers.logs.status import ParsedLog, TestStatus
+from envfarm.verifiers.logs.text import decode
 
 
 def _pytest_node_id(file: str, classname: str, name: str) -> str:

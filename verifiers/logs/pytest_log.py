@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import re
 
-from verifiers.logs.status import ParsedLog, TestStatus
-from verifiers.logs.text import clean_lines
+from envfarm.verifiers.logs.status import ParsedLog, TestStatus
+from envfarm.verifiers.logs.text import clean_lines
 
 _STATUS_WORDS = {
     "PASSED": TestStatus.PASSED,

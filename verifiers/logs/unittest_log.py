@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import re
 
-from verifiers.logs.status import ParsedLog, TestStatus
-from verifiers.logs.text import clean_lines
+from envfarm.verifiers.logs.status import ParsedLog, TestStatus
+from envfarm.verifiers.logs.text import clean_lines
 
 _HEAD = r"(?P<name>[A-Za-z_]\w*) \((?P<where>[A-Za-z_][\w.]*)\)"
 _RESULT_LINE = re.compile(rf"^{_HEAD} \.\.\. ?(?P<tail>.*)$")

@@ -1,4 +1,4 @@
-"""Verify one web app by hand: `python -m verifiers.web APP_DIR SCRIPT.yaml [--out DIR]`.
+"""Verify one web app by hand: `python -m envfarm.verifiers.web APP_DIR SCRIPT.yaml [--out DIR]`.
 
 Prints the reward as JSON and the path of the HTML report (open it in a browser)."""
 
@@ -9,12 +9,12 @@ import sys
 from pathlib import Path
 
 from envfarm.errors import EnvfarmError
-from verifiers.web.judge import JudgeClient
-from verifiers.web.verifier import WebVerifier
+from envfarm.verifiers.web.judge import JudgeClient
+from envfarm.verifiers.web.verifier import WebVerifier
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m verifiers.web", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m envfarm.verifiers.web", description=__doc__)
     parser.add_argument("app", type=Path, help="folder with index.html")
     parser.add_argument("script", type=Path, help="interaction script (.yaml or .json)")
     parser.add_argument("--out", type=Path, default=None, help="evidence folder (default: a new temp folder)")

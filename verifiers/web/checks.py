@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from verifiers.web.runner import CheckResult, SessionRecord
-from verifiers.web.script import InteractionScript
-from verifiers.web.visual import CHANGED_FRACTION, Frames, blank_fraction, changed_fraction, motion_series
+from envfarm.verifiers.web.runner import CheckResult, SessionRecord
+from envfarm.verifiers.web.script import InteractionScript
+from envfarm.verifiers.web.visual import CHANGED_FRACTION, Frames, blank_fraction, changed_fraction, motion_series
 
 ANIMATING_SHARE = 0.5  # of consecutive frame pairs in the window that must differ
 ANIMATION_SPACING_S = 0.25

@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from verifiers.web.checks import Scores
-from verifiers.web.runner import SessionRecord
-from verifiers.web.script import InteractionScript
-from verifiers.web.visual import Frames, save_png
+from envfarm.verifiers.web.checks import Scores
+from envfarm.verifiers.web.runner import SessionRecord
+from envfarm.verifiers.web.script import InteractionScript
+from envfarm.verifiers.web.visual import Frames, save_png
 
 MAX_PERIODIC = 40
 

@@ -20,8 +20,8 @@ from urllib.parse import urljoin
 from playwright.async_api import BrowserContext, Page, Route
 from playwright.async_api import Error as PlaywrightError
 
-from verifiers.web.browser import BrowserHost
-from verifiers.web.script import Expectation, InteractionScript, Step
+from envfarm.verifiers.web.browser import BrowserHost
+from envfarm.verifiers.web.script import Expectation, InteractionScript, Step
 
 PAGE_REGION = "page"
 

@@ -16,15 +16,15 @@ from typing import Any, Iterator
 from envfarm.errors import EnvfarmError
 from envfarm.sandbox.protocol import Sandbox
 from envfarm.task import TaskSpec
-from verifiers.reward import Reward
-from verifiers.web.browser import BrowserHost, BrowserLimits
-from verifiers.web.checks import score, session_checks, visual_checks
-from verifiers.web.judge import JudgeClient
-from verifiers.web.report import write_evidence
-from verifiers.web.runner import run_session
-from verifiers.web.script import InteractionScript, load_script
-from verifiers.web.serve import copy_from_sandbox, serve_command, serve_folder
-from verifiers.web.visual import Frames, align_to_flash, decode
+from envfarm.verifiers.reward import Reward
+from envfarm.verifiers.web.browser import BrowserHost, BrowserLimits
+from envfarm.verifiers.web.checks import score, session_checks, visual_checks
+from envfarm.verifiers.web.judge import JudgeClient
+from envfarm.verifiers.web.report import write_evidence
+from envfarm.verifiers.web.runner import run_session
+from envfarm.verifiers.web.script import InteractionScript, load_script
+from envfarm.verifiers.web.serve import copy_from_sandbox, serve_command, serve_folder
+from envfarm.verifiers.web.visual import Frames, align_to_flash, decode
 
 ANALYSIS_FPS = 10.0
 

@@ -53,7 +53,7 @@ def decode(video: Path, fps: float, size: tuple[int, int]) -> Frames:
     cmd = ["ffmpeg", "-v", "error", "-i", str(video), "-vf", f"fps={fps},scale={width}:{height}", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
     proc = subprocess.run(cmd, capture_output=True, timeout=120)
     if proc.returncode != 0:
-        raise EnvfarmError(f"ffmpeg could not decode {video}: {proc.stderr.decode(errors='replace')[-300:]}", "check the video file; run python -m verifiers.web.setup_ffmpeg")
+        raise EnvfarmError(f"ffmpeg could not decode {video}: {proc.stderr.decode(errors='replace')[-300:]}", "check the video file; run python -m envfarm.verifiers.web.setup_ffmpeg")
     frame_bytes = width * height * 3
     count = len(proc.stdout) // frame_bytes
     rgb = np.frombuffer(proc.stdout[: count * frame_bytes], dtype=np.uint8).reshape(count, height, width, 3)

@@ -8,8 +8,8 @@ import json
 import pytest
 
 from envfarm.task import InstallConfig, TaskSpec
-from trainer.agent import EpisodeLimits, ScriptedPolicy, ToolCall, ToolCallError, parse_tool_call, run_episode
-from trainer.agent.swe import swe_rollout
+from envfarm.trainer.agent import EpisodeLimits, ScriptedPolicy, ToolCall, ToolCallError, parse_tool_call, run_episode
+from envfarm.trainer.agent.swe import swe_rollout
 
 BASE_FILES = {
     "calc.py": "def add(a, b):\n    return a - b\n\n\ndef mul(a, b):\n    return a * b\n",
@@ -156,10 +156,10 @@ def test_step_limit_and_a_sandbox_that_dies_mid_episode(swe_task, engine_client)
 def test_a_learned_policy_that_emits_garbage_costs_steps_not_crashes(swe_task, engine_client):
     import torch
 
-    from trainer.agent.lm import LMAgentPolicy
-    from trainer.model import PolicyModel, micro
-    from trainer.rollout import SamplingParams
-    from trainer.rollout.policy import Policy
+    from envfarm.trainer.agent.lm import LMAgentPolicy
+    from envfarm.trainer.model import PolicyModel, micro
+    from envfarm.trainer.rollout import SamplingParams
+    from envfarm.trainer.rollout.policy import Policy
 
     torch.manual_seed(0)
     lm = LMAgentPolicy(Policy(PolicyModel(micro()).eval()), SamplingParams(max_new_tokens=16, temperature=1.0, seed=0), draft=None,
@@ -181,8 +181,8 @@ def test_rl_loop_runs_agent_episodes_on_a_swe_task_from_the_store(swe_task, tmp_
 
     from envfarm.store.db import Store
     from envfarm.store.models import RewardRow, TaskRow
-    from trainer.loop.config import TINY, load_config
-    from trainer.loop.run import train
+    from envfarm.trainer.loop.config import TINY, load_config
+    from envfarm.trainer.loop.run import train
 
     if not (TINY / "model.safetensors").exists():
         pytest.skip(f"pretrained tiny checkpoint missing in {TINY}: run make pretrain-tiny")

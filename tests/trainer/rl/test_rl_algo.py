@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from envfarm.errors import EnvfarmError
-from trainer.algo.grpo import GRPOConfig, group_advantages, grpo_loss, k3_kl
-from trainer.algo.mopd import MOPDConfig, importance_weights, mopd_loss, teacher_logprobs
-from trainer.algo.replay import pack, routing_agreement, sequence_logprobs
-from trainer.model import PolicyModel, micro
-from trainer.rollout import RolloutEngine, SamplingParams
+from envfarm.trainer.algo.grpo import GRPOConfig, group_advantages, grpo_loss, k3_kl
+from envfarm.trainer.algo.mopd import MOPDConfig, importance_weights, mopd_loss, teacher_logprobs
+from envfarm.trainer.algo.replay import pack, routing_agreement, sequence_logprobs
+from envfarm.trainer.model import PolicyModel, micro
+from envfarm.trainer.rollout import RolloutEngine, SamplingParams
 
 torch.set_num_threads(1)
 
@@ -158,7 +158,7 @@ def test_pack_rejects_mismatched_logprobs():
 
 
 def test_mtp_draft_loss_trains_only_the_heads_on_completion_tokens():
-    from trainer.algo.replay import mtp_draft_loss
+    from envfarm.trainer.algo.replay import mtp_draft_loss
 
     torch.manual_seed(0)
     model = PolicyModel(micro()).train()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from envfarm.errors import EnvfarmError
-from trainer.loop.config import load_config
+from envfarm.trainer.loop.config import load_config
 
 REPO = Path(__file__).resolve().parents[3]
 DEMO = REPO / "trainer/configs/demo.yaml"

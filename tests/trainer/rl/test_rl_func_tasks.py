@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from envfarm.errors import EnvfarmError, SandboxError
-from trainer.tasks_func import FAMILY, family_tasks, grade_batch
+from envfarm.trainer.tasks_func import FAMILY, family_tasks, grade_batch
 
 pytestmark = pytest.mark.engine
 BY_ID = {t.id: t for t in FAMILY}

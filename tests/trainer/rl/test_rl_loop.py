@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from envfarm.store.models import RewardRow
-from trainer.loop.config import TINY, load_config
+from envfarm.trainer.loop.config import TINY, load_config
 
 pytestmark = [pytest.mark.ray, pytest.mark.engine]
 REPO = Path(__file__).resolve().parents[3]
@@ -54,7 +54,7 @@ def check_exactly_once(out: Path, url: str) -> list[str]:
 
 
 def test_train_checkpoint_resume(tmp_path, ray_local):
-    from trainer.loop.run import train
+    from envfarm.trainer.loop.run import train
 
     out, url = tmp_path / "run", f"sqlite:///{tmp_path / 'l.db'}"
     cfg = load_config(REPO / "trainer/configs/demo.yaml", [*FAST, "train.steps=3", "train.checkpoint_every=2",
@@ -76,7 +76,7 @@ def test_train_checkpoint_resume(tmp_path, ray_local):
 
 @pytest.mark.slow
 def test_mopd_run_with_a_teacher(tmp_path, ray_local):
-    from trainer.loop.run import train
+    from envfarm.trainer.loop.run import train
 
     out = tmp_path / "mopd"
     cfg = load_config(REPO / "trainer/configs/demo.yaml", [*FAST, "train.steps=2", "algo.name=mopd", f"algo.teachers={{code: {TINY}}}",

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from envfarm.store.models import RewardRow
-from trainer.loop.config import TINY, load_config
+from envfarm.trainer.loop.config import TINY, load_config
 
 pytestmark = [pytest.mark.ray, pytest.mark.engine]
 REPO = Path(__file__).resolve().parents[3]
@@ -24,7 +24,7 @@ DEMO = REPO / "trainer/configs/demo.yaml"
 def test_worker_parks_continues_and_publishes_once(ray_local, base_image, budget):
     ray = ray_local
     from envfarm.stream.ray_stream import StreamActor
-    from trainer.loop.worker import RolloutWorker
+    from envfarm.trainer.loop.worker import RolloutWorker
 
     # A fresh (untrained) policy almost never emits the stop newline, so most rollouts need all 3 tokens.
     cfg = load_config(DEMO, ["policy.checkpoint=null", "rollout.group_size=4", "policy.max_new_tokens=3", "tasks.names=[int-literal]",
@@ -84,7 +84,7 @@ def _ledger_rows(url: str) -> dict[str, dict]:
 def test_loop_with_a_token_budget_continues_rollouts_within_the_staleness_limit(tmp_path, ray_local, base_image):
     if not (TINY / "model.safetensors").exists():
         pytest.skip(f"pretrained tiny checkpoint missing in {TINY}: run make pretrain-tiny")
-    from trainer.loop.run import train
+    from envfarm.trainer.loop.run import train
 
     out, url, limit = tmp_path / "run", f"sqlite:///{tmp_path / 'p.db'}", 1
     cfg = load_config(DEMO, ["rollout.group_size=4", "rollout.groups_per_call=2", "train.groups_per_step=2", "policy.max_new_tokens=8",

@@ -11,8 +11,9 @@ import pytest
 
 from envfarm.errors import EnvfarmError, SandboxError
 from envfarm.sandbox.protocol import Sandbox
-from trainer.loop.config import load_config
-from trainer.loop.sandboxes import kube_api_client, make_sandbox, preflight
+from envfarm.trainer.loop.config import load_config
+from envfarm.sandbox.kubernetes import kube_api_client
+from envfarm.trainer.loop.sandboxes import make_sandbox, preflight
 
 REPO = Path(__file__).resolve().parents[3]
 DEMO = REPO / "trainer/configs/demo.yaml"
@@ -73,7 +74,7 @@ def test_bad_values_name_the_field_and_the_fix(overrides, message):
 
 
 def test_kubernetes_branch_builds_a_sandbox_per_worker_without_contacting_the_cluster(dead_kubeconfig):
-    from envfarm.fleet.sandbox import KubernetesSandbox
+    from envfarm.sandbox.kubernetes import KubernetesSandbox
 
     cfg = _kube(dead_kubeconfig, "sandbox.kubernetes.container=box", "sandbox.kubernetes.workdir=/work")
     sandbox = make_sandbox(cfg, 1, "pytest-factory")
@@ -84,7 +85,7 @@ def test_kubernetes_branch_builds_a_sandbox_per_worker_without_contacting_the_cl
 
 
 def test_unreachable_cluster_fails_before_the_run_starts(dead_kubeconfig):
-    from trainer.loop.run import train
+    from envfarm.trainer.loop.run import train
 
     cfg = _kube(dead_kubeconfig, f"train.out_dir={dead_kubeconfig.parent / 'run'}")
     with pytest.raises(SandboxError, match=r"cannot read pod ns/pod-0 from the cluster at https://127.0.0.1:\d+") as info:

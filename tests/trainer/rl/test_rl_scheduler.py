@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from envfarm.errors import EnvfarmError
-from trainer.scheduler import DataScheduler, PartialRollouts, SchedulerConfig, SourceQuota
+from envfarm.trainer.scheduler import DataScheduler, PartialRollouts, SchedulerConfig, SourceQuota
 
 
 def items():

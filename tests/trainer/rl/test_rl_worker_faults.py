@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from trainer.loop.config import TINY, load_config
+from envfarm.trainer.loop.config import TINY, load_config
 
 pytestmark = [pytest.mark.ray, pytest.mark.engine]
 REPO = Path(__file__).resolve().parents[3]
@@ -19,7 +19,7 @@ def test_dead_grading_sandbox_is_replaced_or_recorded(ray_local, base_image, eng
         pytest.skip(f"pretrained tiny checkpoint missing in {TINY}: run make pretrain-tiny")
     ray = ray_local
     from envfarm.stream.ray_stream import StreamActor
-    from trainer.loop.worker import RolloutWorker
+    from envfarm.trainer.loop.worker import RolloutWorker
 
     cfg = load_config(REPO / "trainer/configs/demo.yaml", ["rollout.group_size=2", f"rollout.grade_retries={retries}",
                                                           "policy.max_new_tokens=4", "tasks.names=[int-literal]"])

@@ -1,5 +1,8 @@
 """`KubernetesSandbox`: the Sandbox protocol over a claimed pod, through the exec API.
 
+`open_kubernetes` is the Kubernetes side of `envfarm.sandbox.open()`: a pod from a list of running pods
+(one per slot), or one claimed from a SandboxFleet through a SandboxClaim that the fleet controller binds.
+
 Rollouts and validation run unchanged on a cluster: commands go over the pods/exec websocket
 (stdin/stdout/stderr streamed, binary-safe), files travel as tar through stdin/stdout (what
 `kubectl cp` does), and timeouts are enforced twice: in the pod by coreutils `timeout`, which signals
@@ -10,12 +13,15 @@ seconds after, in case the pod itself is stuck.
 from __future__ import annotations
 
 import io
+import os
 import shlex
 import tarfile
 import time
 from typing import Any, Callable, Mapping
 
 from envfarm.errors import SandboxError
+from envfarm.sandbox.backend import KubernetesTarget
+from envfarm.sandbox.limits import SandboxLimits
 from envfarm.sandbox.protocol import DEFAULT_OUTPUT_LIMIT, TIMEOUT_EXIT_CODE, TRUNCATION_MARKER, ExecResult
 
 KILL_GRACE = 2  # seconds between TERM and KILL inside the pod
@@ -86,13 +92,15 @@ class KubernetesSandbox:
     """One claimed pod. `stream_fn` is kubernetes.stream.stream (injectable for tests)."""
 
     def __init__(self, api_client: Any, namespace: str, pod: str, container: str = "sandbox",
-                 workdir: str | None = "/testbed", stream_fn: Callable[..., Any] | None = None) -> None:
+                 workdir: str | None = "/testbed", stream_fn: Callable[..., Any] | None = None,
+                 on_close: Callable[[], None] | None = None) -> None:
         from kubernetes import client
 
         self.id = f"{namespace}/{pod}"
         self.namespace, self.pod, self.container, self.workdir = namespace, pod, container, workdir
         self._core = client.CoreV1Api(api_client)
         self._stream = stream_fn or _default_stream()
+        self._on_close = on_close
         self._closed = False
 
     def _open(self, argv: list[str], stdin: bool) -> Any:
@@ -164,11 +172,87 @@ class KubernetesSandbox:
         apply_patch_in(self, diff, workdir or self.workdir or "/testbed")
 
     def close(self) -> None:
-        """Releasing the pod is the claim's job (set spec.release); this only stops further use."""
+        """Stops further use; a claimed pod is also released (its claim's spec.release is set), once."""
+        if self._closed:
+            return
         self._closed = True
+        if self._on_close is not None:
+            self._on_close()
 
     def __enter__(self) -> "KubernetesSandbox":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+KUBE_FIX = ("set sandbox.kubernetes.kubeconfig (ENVFARM_KUBE_CONFIG) to a kubeconfig file for a reachable cluster "
+            "(or run inside the cluster), or use sandbox.backend=docker (ENVFARM_SANDBOX_BACKEND=docker)")
+
+
+def kube_api_client(target: KubernetesTarget) -> Any:
+    """An ApiClient from target.kubeconfig, else in-cluster, else KUBECONFIG / ~/.kube/config.
+    Raises SandboxError naming the fix when none of them exists or loads."""
+    from kubernetes import client, config as kube_config
+
+    try:
+        if target.kubeconfig:
+            if not os.path.exists(target.kubeconfig):
+                raise SandboxError(f"sandbox.kubernetes.kubeconfig={target.kubeconfig!r} does not exist", KUBE_FIX)
+            return kube_config.new_client_from_config(config_file=target.kubeconfig, context=target.context)
+        if os.environ.get("KUBERNETES_SERVICE_HOST"):
+            configuration = client.Configuration()
+            kube_config.load_incluster_config(client_configuration=configuration)
+            return client.ApiClient(configuration)
+        return kube_config.new_client_from_config(context=target.context)
+    except SandboxError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - ConfigException, bad YAML, a missing file alike
+        raise SandboxError(f"no usable Kubernetes configuration for the kubernetes sandbox backend ({exc})", KUBE_FIX) from None
+
+
+def check_pods_running(target: KubernetesTarget, count: int, api_client: Any = None) -> None:
+    """Fail before any work starts when the first `count` listed pods cannot be used: every worker would
+    otherwise publish only failed rollouts and the run would never train."""
+    from kubernetes import client
+
+    api = client.CoreV1Api(api_client if api_client is not None else kube_api_client(target))
+    server = api.api_client.configuration.host
+    if len(target.pods) < count:
+        raise SandboxError(f"{count} sandbox slot(s) needed but sandbox.kubernetes.pods lists {len(target.pods)}",
+                           "list one running sandbox pod per rollout worker in sandbox.kubernetes.pods")
+    for pod in target.pods[:count]:
+        try:
+            phase = api.read_namespaced_pod(pod, target.namespace, _request_timeout=target.request_timeout_s).status.phase
+        except Exception as exc:  # noqa: BLE001 - connection refused, TLS, 403 and 404 read the same to the user
+            reason = getattr(exc, "reason", None) or str(exc).splitlines()[0][:200]
+            raise SandboxError(f"cannot read pod {target.namespace}/{pod} from the cluster at {server}: {reason}",
+                               f"check the pod exists and the cluster is reachable; {KUBE_FIX}") from None
+        if phase != "Running":
+            raise SandboxError(f"sandbox pod {target.namespace}/{pod} is {phase}, not Running",
+                               "wait for it to start or list running pods in sandbox.kubernetes.pods")
+
+
+def open_kubernetes(image: str, *, run_id: str, task_id: str, target: KubernetesTarget,
+                    limits: SandboxLimits | None = None, slot: int | None = None, api_client: Any = None) -> KubernetesSandbox:
+    """A sandbox in a pod: from `target.fleet` by claim when set, else `target.pods[slot]`.
+
+    Nothing is contacted for a listed pod until its first command; a claim waits until the controller binds
+    a pod (or `claim_timeout_s` passes, when the claim is deleted again)."""
+    if limits is not None:
+        raise SandboxError("sandbox limits cannot be set per sandbox on the kubernetes backend",
+                           "set resources in the SandboxFleet's pod template (spec.template.resources)")
+    if target.fleet:
+        from envfarm.sandbox.claim import claim_pod
+
+        api = api_client if api_client is not None else kube_api_client(target)
+        pod, release = claim_pod(api, target, image, run_id=run_id, task_id=task_id)
+        return KubernetesSandbox(api, target.namespace, pod, container=target.container, workdir=target.workdir,
+                                 on_close=release)
+    if slot is None or slot >= len(target.pods):
+        listed = len(target.pods)
+        raise SandboxError(f"no pod for sandbox slot {slot}: sandbox.kubernetes.pods lists {listed} and no fleet is set",
+                           "list one running sandbox pod per rollout worker in sandbox.kubernetes.pods, "
+                           "or set sandbox.kubernetes.fleet to claim pods from a SandboxFleet")
+    api = api_client if api_client is not None else kube_api_client(target)
+    return KubernetesSandbox(api, target.namespace, target.pods[slot], container=target.container, workdir=target.workdir)
