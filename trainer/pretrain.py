@@ -23,8 +23,9 @@ import torch.nn.functional as F
 
 from envfarm.trainer.data.stdlib_corpus import load_stdlib_corpus, unigram_cross_entropy
 from envfarm.trainer.model import PolicyModel, save_checkpoint, tiny
+from envfarm.trainer.paths import TINY_CHECKPOINT
 
-DEFAULT_OUT = Path(__file__).parent / "checkpoints" / "tiny"
+DEFAULT_OUT = TINY_CHECKPOINT
 DEFAULT_STATE = Path(".envfarm") / "pretrain-tiny" / "state.pt"
 
 

@@ -11,10 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from envfarm.errors import EnvfarmError
 from envfarm.sandbox.backend import SandboxBackend
+from envfarm.trainer.paths import TINY_CHECKPOINT as TINY
 from envfarm.trainer.scheduler import SchedulerConfig
-
-REPO = Path(__file__).resolve().parents[2]
-TINY = REPO / "trainer" / "checkpoints" / "tiny"
 
 
 class _Strict(BaseModel):

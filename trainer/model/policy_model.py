@@ -17,8 +17,8 @@ from torch import nn
 from envfarm.trainer.model.attention import Attention, AttentionMasks, Rope, rope_tables
 from envfarm.trainer.model.config import PolicyConfig
 from envfarm.trainer.model.ffn import DenseFFN, RMSNorm
-from envfarm.trainer.model.kv_cache import ModelKVCache
-from envfarm.trainer.model.moe import MoE
+from envfarm.trainer.model.kv_cache import LayerKVCache, ModelKVCache
+from envfarm.trainer.model.moe import MoE, Router
 from envfarm.trainer.model.mtp import MTPBlock
 
 
@@ -40,6 +40,19 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(d, eps)
         self.is_moe = config.is_moe(index)
         self.mlp = MoE(config) if self.is_moe else DenseFFN(d, config.intermediate_size)
+
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, rope: Rope, cache: LayerKVCache | None,
+                masks: AttentionMasks, replay: torch.Tensor | None = None, valid: torch.Tensor | None = None,
+                ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Pre-norm residual block: x + attn(norm(x)), then + ffn(norm(.)). `replay` [B,T,k]: recorded
+        expert ids of this layer (MoE only). Returns (x, chosen expert ids, balance loss); the last two
+        are None for a dense layer."""
+        x = x + self.self_attn(self.input_layernorm(x), positions, rope, cache, masks)
+        h = self.post_attention_layernorm(x)
+        if not self.is_moe:
+            return x + self.mlp(h), None, None
+        y, ids, aux = self.mlp(h, replay, valid)
+        return x + y, ids, aux
 
 
 class Backbone(nn.Module):
@@ -67,7 +80,7 @@ class PolicyModel(nn.Module):
         std = self.config.initializer_range
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, mean=0.0, std=std)
-        elif hasattr(module, "e_score_correction_bias"):  # Router
+        elif isinstance(module, Router):  # its weight is a bare Parameter, not an nn.Linear
             nn.init.normal_(module.weight, mean=0.0, std=std)
 
     @property
@@ -113,18 +126,12 @@ class PolicyModel(nn.Module):
         chosen: list[torch.Tensor] = []
         aux = x.new_zeros((), dtype=torch.float32)
         for i, layer in enumerate(self.model.layers):
-            attn = layer.self_attn
-            h = layer.input_layernorm(x)
-            x = x + attn(h, positions, ropes[attn.theta], None if cache is None else cache.layers[i], masks)
-            h = layer.post_attention_layernorm(x)
-            if layer.is_moe:
-                replay = None if routing is None else routing[:, :, len(chosen)]
-                y, ids, layer_aux = layer.mlp(h, replay, valid)
+            replay = routing[:, :, len(chosen)] if routing is not None and layer.is_moe else None
+            x, ids, layer_aux = layer(x, positions, ropes[layer.self_attn.theta], None if cache is None else cache.layers[i],
+                                      masks, replay, valid)
+            if ids is not None:
                 chosen.append(ids)
                 aux = aux + layer_aux
-            else:
-                y = layer.mlp(h)
-            x = x + y
         logits = self.lm_head(self.model.norm(x))
         routing_out = torch.stack(chosen, dim=2) if chosen else None
         return ModelOutput(logits=logits, hidden=x, routing=routing_out, aux_loss=aux)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from envfarm.errors import EnvfarmError
 from envfarm.trainer.model import load_checkpoint
+from envfarm.trainer.paths import TINY_CHECKPOINT
 from envfarm.trainer.rollout.engine import RolloutEngine
 from envfarm.trainer.rollout.sampling import SamplingParams
 from envfarm.trainer.tokenizer import ByteTokenizer
@@ -109,7 +110,7 @@ class CompletionServer:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--checkpoint", type=Path, default=Path(__file__).resolve().parents[1] / "checkpoints" / "tiny")
+    p.add_argument("--checkpoint", type=Path, default=TINY_CHECKPOINT)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     args = p.parse_args()

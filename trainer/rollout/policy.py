@@ -13,13 +13,13 @@ from pathlib import Path
 import torch
 
 from envfarm.trainer.model import PolicyModel, load_checkpoint, token_logprobs
+from envfarm.trainer.paths import TINY_CHECKPOINT
 from envfarm.trainer.rollout.engine import RolloutEngine
 from envfarm.trainer.rollout.remote import RemoteRolloutEngine
 from envfarm.trainer.rollout.result import RolloutBatch
 from envfarm.trainer.rollout.sampling import SamplingParams
 from envfarm.trainer.tokenizer import ByteTokenizer
 
-TINY_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "tiny"
 
 
 class Policy:
