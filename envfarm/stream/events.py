@@ -13,7 +13,12 @@ from envfarm.errors import EnvfarmError
 class RewardEvent:
     """One graded rollout. `group_id`/`group_size` tie the samples of one prompt together (GRPO needs
     the whole group); `payload` is what the trainer needs to learn from it (tokens, log-probs, routing),
-    kept JSON-serialisable so the ledger can hold it and a restarted trainer loses nothing."""
+    kept JSON-serialisable so the ledger can hold it and a restarted trainer loses nothing.
+
+    Two facts the trainer acts on are typed fields rather than keys in `details`, so a publisher and the
+    trainer cannot disagree on a spelling: `failure` (why the rollout could not be graded; such a
+    rollout is accounted for but never trained on) and `turns` (a multi-turn episode: one payload per
+    assistant turn, all trained with the episode's reward; empty for a single completion in `payload`)."""
 
     rollout_id: str
     task_id: str
@@ -25,7 +30,9 @@ class RewardEvent:
     run_id: str = ""
     domain: str = "default"
     payload: dict[str, Any] = field(default_factory=dict)
-    details: dict[str, Any] = field(default_factory=dict)  # verifier details, failure reason, timings
+    details: dict[str, Any] = field(default_factory=dict)  # verifier details and timings, for people
+    failure: str = ""  # non-empty: the rollout could not be graded (sandbox died, ...), and why
+    turns: list[dict[str, Any]] = field(default_factory=list)  # per-turn payloads of a multi-turn episode
     verified_at: float = field(default_factory=time.time)
 
     def __post_init__(self) -> None:
@@ -39,9 +46,27 @@ class RewardEvent:
         if not self.group_id:
             self.group_id = self.rollout_id
 
+    @property
+    def failed(self) -> bool:
+        return bool(self.failure)
+
+    @property
+    def payloads(self) -> list[dict[str, Any]]:
+        """What the trainer learns from: every turn of an episode, or the one completion."""
+        return self.turns or [self.payload]
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "RewardEvent":
+        raw = dict(raw)
+        # Ledger rows written before these fields were typed kept them as dict keys; read those the same way.
+        details, payload = dict(raw.get("details") or {}), dict(raw.get("payload") or {})
+        if "failure" not in raw and details.get("failure"):
+            raw["failure"] = str(details.pop("failure"))
+            raw["details"] = details
+        if "turns" not in raw and "turns" in payload:
+            raw["turns"] = list(payload.pop("turns"))
+            raw["payload"] = payload
         return cls(**raw)

@@ -94,6 +94,21 @@ def test_a_restarted_trainer_gets_uncommitted_rewards_back_and_committed_ones_ne
     assert sorted(e.rollout_id for e in stream.consume(10, 0).events) == ["r2", "r3"]
 
 
+def test_failure_and_turns_survive_the_ledger_and_old_rows_read_the_same(store):
+    turns = [{"tokens": [1]}, {"tokens": [2, 3]}]
+    stream = RewardStream(RewardLedger(store, "run-t"))
+    stream.publish(RewardEvent(rollout_id="f1", task_id="t1", policy_version=0, reward=0.0, failure="sandbox_error"))
+    stream.publish(RewardEvent(rollout_id="m1", task_id="t1", policy_version=0, reward=1.0, passed=True, turns=turns))
+    back = {e.rollout_id: e for e in RewardLedger(store, "run-t").pending()}  # what a restarted trainer reads
+    assert back["f1"].failed and back["f1"].failure == "sandbox_error" and back["f1"].payloads == [{}]
+    assert not back["m1"].failed and back["m1"].payloads == turns
+
+    # A row written when both lived in dict keys (details.failure, payload.turns) reads as the typed fields.
+    legacy = RewardEvent.from_dict({"rollout_id": "old", "task_id": "t1", "policy_version": 0, "reward": 0.0,
+                                    "details": {"failure": "verifier_sandbox_error", "steps": 3}, "payload": {"turns": turns}})
+    assert (legacy.failure, legacy.details, legacy.turns, legacy.payload) == ("verifier_sandbox_error", {"steps": 3}, turns, {})
+
+
 def test_out_of_order_concurrent_publishers_with_retries_lose_and_double_nothing(store):
     stream = RewardStream(RewardLedger(store, "run-c"), capacity=10_000)
     ids = [f"c{i}" for i in range(60)]
