@@ -9,6 +9,14 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 DEFAULT_SOCKETS = ("/var/run/docker.sock", "/run/podman/podman.sock")
+BASE_REPOSITORY = "envfarm/base"
+DEFAULT_SUITE = "bookworm"
+
+
+def base_image_for(suite: str) -> str:
+    """The moving alias of the base image built from Debian `suite`: the one place base image names are made
+    (`envfarm images build base --suite S` tags it; recipes, sandboxes and the miner name it)."""
+    return f"{BASE_REPOSITORY}:{suite}"
 
 
 def _state_dir() -> Path:
@@ -21,8 +29,8 @@ class Settings(BaseModel):
     home: Path = Field(default_factory=_state_dir)
     db_url: str = ""
     docker_host: str = ""
-    base_image: str = "envfarm/base:bookworm"
-    debian_suite: str = "bookworm"
+    base_image: str = base_image_for(DEFAULT_SUITE)  # ENVFARM_BASE_IMAGE overrides it for every caller, the miner too
+    debian_suite: str = DEFAULT_SUITE
     sandbox_memory: str = "2g"
     sandbox_cpus: float = 1.0
     sandbox_pids: int = 512

@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from envfarm.config import settings
+
 INSTANCE_ID_RE = re.compile(r"^[A-Za-z0-9_.-]+__[A-Za-z0-9_.-]+-\d+$|^[A-Za-z0-9_.:-]+$")
 TaskKind = Literal["swe", "web", "func"]
 
@@ -22,7 +24,7 @@ class InstallConfig(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    base_image: str = "envfarm/base:bookworm"
+    base_image: str = Field(default_factory=lambda: settings().base_image)
     python: str | None = None
     install: list[str] = Field(default_factory=list, description="shell commands run in the env layer")
     test_cmd: str = "python -m pytest -rA"

@@ -50,7 +50,7 @@ fi
 
 # 4. Python virtualenv with the locked dependencies ------------------------------------------------
 stamp=.venv/.envfarm-installed
-want_hash=$(cat requirements.lock pyproject.toml | sha256sum | cut -c1-16)
+want_hash=$(cat requirements.lock pyproject.toml setup.py | sha256sum | cut -c1-16)
 if [ ! -x .venv/bin/python ] || [ "$(cat $stamp 2>/dev/null)" != "$want_hash" ]; then
   [ -x .venv/bin/python ] || python3 -m venv .venv
   # torch first, by exact version, so pip takes the machine's CPU wheel instead of a CUDA build.
@@ -60,6 +60,14 @@ if [ ! -x .venv/bin/python ] || [ "$(cat $stamp 2>/dev/null)" != "$want_hash" ];
   .venv/bin/pip install -q -e ".[test]"
   echo "$want_hash" > $stamp
   did "installed the virtualenv (.venv) from requirements.lock"
+fi
+
+# 4b. Prime Intellect's `verifiers` wheel (no dependencies), for the test that installs envfarm and it side by
+#     side in a fresh venv without a network: the installed envfarm must not shadow that import name.
+WHEELS=.venv/wheelhouse
+if ! ls "$WHEELS"/verifiers-0.4.0-*.whl >/dev/null 2>&1; then
+  .venv/bin/pip download -q --no-deps verifiers==0.4.0 -d "$WHEELS"
+  did "downloaded verifiers==0.4.0 (Prime Intellect) into $WHEELS"
 fi
 
 # 5. Video for Playwright: link Debian's ffmpeg where Playwright looks for its own -------------------

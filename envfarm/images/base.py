@@ -18,12 +18,14 @@ from typing import Callable
 
 import docker
 
-from envfarm.config import settings
+from envfarm.config import base_image_for, settings
 from envfarm.engine import connect
 from envfarm.errors import EnvfarmError
 from envfarm.images.build import build_lock, image_exists
 
 BASE_PACKAGES = ("python3", "python3-venv", "python3-pip", "git", "ca-certificates", "procps", "patch")
+# The python3 each reachable Debian suite ships (buster and older are gone from the mirrors).
+SUITE_PYTHON = {"bullseye": "3.9", "bookworm": "3.11", "trixie": "3.13"}
 RECIPE_VERSION = 2  # bump when the steps below change
 AGENT_UID = 1000
 
@@ -36,7 +38,7 @@ def base_recipe_hash(suite: str, packages: tuple[str, ...] = BASE_PACKAGES) -> s
 def base_tags(suite: str | None = None) -> tuple[str, str]:
     """(content-hash tag, the moving alias that sandboxes and recipes name)."""
     suite = suite or settings().debian_suite
-    return f"envfarm/base:{suite}-{base_recipe_hash(suite)}", f"envfarm/base:{suite}"
+    return f"{base_image_for(suite)}-{base_recipe_hash(suite)}", base_image_for(suite)
 
 
 def has_base(client: docker.DockerClient | None = None, suite: str | None = None) -> bool:

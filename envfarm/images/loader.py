@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from envfarm.config import settings
 from envfarm.errors import EnvfarmError
 from envfarm.images.recipe import ImageRecipe
 
@@ -16,7 +17,7 @@ class RecipeFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     kind: Literal["env", "instance"]
     name: str
-    parent: str = "envfarm/base:bookworm"
+    parent: str = Field(default_factory=lambda: settings().base_image)
     steps: list[str] = []
     files: dict[str, str] = {}
     env: dict[str, str] = {}

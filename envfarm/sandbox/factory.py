@@ -55,5 +55,7 @@ def _resolve(backend: SandboxBackend | BackendName | None) -> SandboxBackend:
     if backend is None:
         return SandboxBackend.from_env()
     if isinstance(backend, str):
-        return SandboxBackend.from_env().model_copy(update={"backend": SandboxBackend(backend=backend).backend})
+        if backend not in ("docker", "kubernetes"):
+            raise SandboxError(f"unknown sandbox backend {backend!r}", "use backend='docker' or backend='kubernetes'")
+        return SandboxBackend.from_env().model_copy(update={"backend": backend})
     return backend

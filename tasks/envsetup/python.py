@@ -17,12 +17,14 @@ from pathlib import Path
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
+from envfarm.config import base_image_for
+from envfarm.images.base import SUITE_PYTHON
 from envfarm.images.recipe import ImageRecipe
 from envfarm.tasks.envsetup.base import BuildOptions, Strategy
 from envfarm.tasks.envsetup.failures import COLLECT_MARKER, PYTHON_MARKER
 from envfarm.tasks.mirror import Mirror
 
-SYSTEM_PYTHON = {"envfarm/base:bookworm": "3.11", "envfarm/base:bullseye": "3.9", "envfarm/base:trixie": "3.13"}
+SYSTEM_PYTHON = {base_image_for(suite): python for suite, python in SUITE_PYTHON.items()}
 BASE_FOR_PYTHON = {v: k for k, v in SYSTEM_PYTHON.items()}  # `envfarm images build base --suite bullseye` etc.
 KNOWN_MINORS = [f"3.{m}" for m in range(6, 14)]
 DEP_FILES = ("pyproject.toml", "setup.py", "setup.cfg", "tox.ini")
