@@ -4,15 +4,89 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import Optional
+from dataclasses import dataclass
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperCommand, TyperGroup
 
 from envfarm.errors import EnvfarmError
 
-app = typer.Typer(help="envfarm: real software work as RL environments.", no_args_is_help=True, add_completion=False)
+
+@dataclass(frozen=True)
+class Mount:
+    """A stage's own sub-command app (`module.app`, a typer app), imported when that sub-command is used."""
+
+    module: str
+    help: str
+
+
+# Every stage that brings sub-commands is listed here and must import: a mount that cannot load is an
+# error naming the import failure when it is used, and "unavailable" in `envfarm --help`, never a
+# silently missing command. Importing on first use keeps `envfarm gc` from loading the trainer.
+MOUNTS: dict[str, Mount] = {
+    "mine": Mount("envfarm.tasks.cli", "Mine verifiable tasks from GitHub issues and pull requests."),
+    "train": Mount("envfarm.trainer.cli", "Launch an RL run."),
+    "fleet": Mount("envfarm.fleet.cli", "Kubernetes fleet controller and tools."),
+    "verify": Mount("envfarm.verifiers.cli", "Run verifiers on tasks and web apps."),
+}
+_LOADED: dict[str, TyperCommand | TyperGroup] = {}
+
+
+def load_mount(name: str, mount: Mount) -> TyperCommand | TyperGroup:
+    """The mounted app as a click command, or EnvfarmError saying why it cannot be loaded."""
+    try:
+        module = importlib.import_module(mount.module)
+    except Exception as exc:  # noqa: BLE001 - any import failure (missing dependency, syntax, bug) is reported the same way
+        raise EnvfarmError(
+            f"`envfarm {name}` is unavailable: importing {mount.module} failed ({type(exc).__name__}: {' '.join(str(exc).split())})",
+            f"install what it needs (pip install -e .), or run python -c 'import {mount.module}' to see the traceback",
+        ) from exc
+    sub = getattr(module, "app", None)
+    if not isinstance(sub, typer.Typer):
+        raise EnvfarmError(
+            f"`envfarm {name}` is unavailable: {mount.module} has no typer app named `app`",
+            f"define `app = typer.Typer(...)` in {mount.module}",
+        )
+    command: TyperCommand | TyperGroup = typer.main.get_command(sub)  # type: ignore[assignment]  # typer builds only these
+    command.name = name
+    command.help = mount.help
+    return command
+
+
+class _RootGroup(TyperGroup):
+    """The root command: its own commands plus the mounts, each loaded the first time it is asked for."""
+
+    _listing = False
+
+    def list_commands(self, ctx: typer.Context) -> list[str]:  # type: ignore[override]
+        return [*super().list_commands(ctx), *(n for n in MOUNTS if n not in self.commands)]
+
+    def get_command(self, ctx: typer.Context, cmd_name: str) -> Any:  # type: ignore[override]
+        mount = MOUNTS.get(cmd_name)
+        if mount is None or cmd_name in self.commands:
+            return super().get_command(ctx, cmd_name)
+        if cmd_name not in _LOADED:
+            try:
+                _LOADED[cmd_name] = load_mount(cmd_name, mount)
+            except EnvfarmError as exc:
+                if not self._listing:
+                    raise
+                # Help still lists it, saying why it cannot run; running it raises the error above.
+                return TyperCommand(cmd_name, help=exc.problem)
+        return _LOADED[cmd_name]
+
+    def format_help(self, ctx: typer.Context, formatter: Any) -> None:  # type: ignore[override]
+        self._listing = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._listing = False
+
+
+app = typer.Typer(cls=_RootGroup, help="envfarm: real software work as RL environments.", no_args_is_help=True, add_completion=False)
 images_app = typer.Typer(help="Base, env and instance images.", no_args_is_help=True)
 app.add_typer(images_app, name="images")
 console = Console()
@@ -135,29 +209,11 @@ def demo(command: str = typer.Option("python3 -c 'import platform; print(platfor
     run_demo(command, console)
 
 
-def _mount_optional(name: str, module: str, help_text: str) -> None:
-    """Later stages (miner, trainer) bring their own sub-commands; mount them when they are installed."""
-    try:
-        sub = importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name and module.startswith(exc.name):
-            return
-        raise
-    target = getattr(sub, "app", None)
-    if isinstance(target, typer.Typer):
-        app.add_typer(target, name=name, help=help_text)
-
-
-_mount_optional("mine", "envfarm.tasks.cli", "Mine verifiable tasks from GitHub issues and pull requests.")
-_mount_optional("train", "envfarm.trainer.cli", "Launch an RL run.")
-_mount_optional("fleet", "envfarm.fleet.cli", "Kubernetes fleet controller and tools.")
-_mount_optional("verify", "verifiers.cli", "Run verifiers on tasks and web apps.")
-
-
-def main() -> None:
+def main(argv: list[str] | None = None, prog_name: str | None = None) -> None:
+    """Run the CLI on `argv` (default: the process's arguments); exits with the command's code."""
     try:
         # Without standalone mode click returns a command's exit code instead of exiting with it.
-        code = app(standalone_mode=False)
+        code = app(args=argv, prog_name=prog_name, standalone_mode=False)
         sys.exit(code if isinstance(code, int) else 0)
     except EnvfarmError as exc:
         sys.stderr.write(f"envfarm: error: {exc.line()}\n")  # one unwrapped line, for people and for grep
@@ -166,13 +222,13 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except typer.Abort:
         sys.exit(130)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+    except typer.TyperException as exc:  # usage errors (typer's own click): its message, without a traceback
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            sys.stderr.write(f"envfarm: error: {exc.format_message()}\n")
+        sys.exit(exc.exit_code)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """Web verification end to end: serve, drive, record, read the video, score, write the evidence.
 
-`verify_web_async` shares one `BrowserHost` across concurrent verifications (one context each);
-`WebVerifier.verify` is the synchronous entry point used by the RL loop for `kind == "web"` tasks.
+`verify_web_async` shares one `BrowserHost` across concurrent verifications (one context each).
+`WebVerifier` is the synchronous entry point: `verify_app` for an app folder and a script (what
+`envfarm verify web` runs), `verify` for a `kind == "web"` task and its sandbox. Nothing in the RL loop
+calls it yet: the trainer's task families are func and swe, and a web family is separate work.
 """
 
 from __future__ import annotations
