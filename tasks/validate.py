@@ -1,19 +1,19 @@
 """Validation: which tests the fix turns from failing to passing, measured in real sandboxes.
 
-For each run a fresh sandbox starts from the instance image; the test files are restored to the base,
-`test_patch` is applied (state "before"), plus the gold `patch` (state "after"), and the tests touched by
-`test_patch` run. Outcomes come from the verifiers' parsers: the JUnit report written outside the repo
-is the record, the console log and the exit code must agree with it (a patch that prints fake "PASSED"
-lines, or a runner that dies without reporting, makes the run unusable, not a pass).
+Each run is one `run_tests` (envfarm.verifiers.run) in a fresh sandbox from the instance image: state
+"before" with no patch, state "after" with the gold `patch`; either way the test files are restored to
+the base and `test_patch` is applied, and the tests it selects run. These are the very steps and checks
+the verifier grades with: the JUnit report written outside the repo is the record, the console log and
+the exit code must agree with it (a patch that prints fake "PASSED" lines, or a runner that dies
+without reporting, makes the run unusable, not a pass).
 FAIL_TO_PASS = failed in every "before" run and passed in every "after" run; PASS_TO_PASS = passed in all
-runs; a test whose outcome changes between repeats of the same state is flaky and dropped. Finally the
-task is graded by `SweVerifier` exactly as the RL loop will grade it: the gold patch must score 1 and an
-empty patch 0.
+runs (which statuses count as passing: envfarm.verifiers.logs.status); a test whose outcome changes
+between repeats of the same state is flaky and dropped. Finally the task is graded by `SweVerifier`
+exactly as the RL loop will grade it: the gold patch must score 1 and an empty patch 0.
 """
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -21,10 +21,9 @@ from envfarm.errors import EngineUnavailable, ImageMissing, PatchError, SandboxE
 from envfarm import sandbox as sandboxes
 from envfarm.sandbox import Sandbox
 from envfarm.task import TaskSpec
-from envfarm.verifiers.grading import consistency_problems
-from envfarm.verifiers.logs import parse_log
 from envfarm.verifiers.logs.status import TestStatus
-from envfarm.verifiers.swe import SweVerifier, build_test_command, patched_paths, restore_paths
+from envfarm.verifiers.run import SOURCE_NOTHING, TestPatchError, TestRun, run_tests
+from envfarm.verifiers.swe import SweVerifier
 
 INFRA_ERRORS = (SandboxError, EngineUnavailable, ImageMissing)
 
@@ -40,12 +39,23 @@ class InfraFailure(Exception):
 
 @dataclass
 class RunOutcome:
+    """One validation run: which state it tested, and the run itself."""
+
     state: str
-    exit_code: int
-    results: dict[str, TestStatus]
-    usable: bool
-    problems: list[str] = field(default_factory=list)
-    duration: float = 0.0
+    run: TestRun
+
+    @property
+    def results(self) -> dict[str, TestStatus]:
+        return self.run.results
+
+    def summary(self) -> dict[str, Any]:
+        run = self.run
+        return {"state": self.state, "exit_code": run.exit_code, "tests": len(run.results), "usable": run.trustworthy,
+                "problems": run.problems[:3], "seconds": round(run.duration, 2)}
+
+    def why_unusable(self) -> str:
+        why = "; ".join(self.run.problems)
+        return f"{why}; {self.run.log_tail[-500:]}" if self.run.source == SOURCE_NOTHING else why
 
 
 @dataclass
@@ -67,35 +77,20 @@ def default_sandbox(image: str, task_id: str, run_id: str = "mine") -> Sandbox:
 
 
 def run_state(task: TaskSpec, state: str, timeout: float, sandbox_factory: Callable[[], Sandbox]) -> RunOutcome:
-    """One test run in a fresh sandbox. PatchError means the task is broken; SandboxError is infra."""
+    """One test run in a fresh sandbox. PatchError/TestPatchError: the task is broken; SandboxError: infra."""
     with sandbox_factory() as sandbox:
-        restore_paths(sandbox, task, task.base_commit, patched_paths(task.test_patch))
-        sandbox.apply_patch(task.test_patch, workdir=task.workdir)
-        if state == "after":
-            sandbox.apply_patch(task.patch, workdir=task.workdir)
-        report_path = f"/tmp/envfarm-report-{secrets.token_hex(8)}.xml"
-        run = sandbox.exec(build_test_command(task, report_path), timeout=timeout, workdir=task.workdir)
-        if run.timed_out:
-            raise InfraFailure("timeout", f"the test command ran past {timeout:.0f}s in state {state}")
-        try:
-            report: bytes | None = sandbox.read_file(report_path)
-        except SandboxError:
-            report = None
-    console = parse_log(task.log_parser, run.output)
-    problems = consistency_problems(console, run.exit_code)
-    if report is None:
-        return RunOutcome(state, run.exit_code, {}, False, ["the runner wrote no JUnit report", run.output[-500:]], run.duration)
-    parsed = parse_log("junit", report)
-    flipped = [t for t, s in console.results.items() if not s.succeeded and t in parsed.results and parsed.results[t].succeeded]
-    if flipped:
-        problems.append(f"console and report disagree on {flipped[:5]}")
-    if run.exit_code == 0 and any(not s.succeeded and s != TestStatus.SKIPPED for s in parsed.results.values()):
-        problems.append("the runner exited 0 but the report holds failures")
-    return RunOutcome(state, run.exit_code, dict(parsed.results), not problems, problems, run.duration)
+        run = run_tests(sandbox, task, task.patch if state == "after" else "", timeout=timeout)
+    if run.timed_out:
+        raise InfraFailure("timeout", f"the test command ran past {timeout:.0f}s in state {state}")
+    return RunOutcome(state, run)
 
 
 def compare(before: list[RunOutcome], after: list[RunOutcome]) -> tuple[list[str], list[str], list[str]]:
-    """(FAIL_TO_PASS, PASS_TO_PASS, flaky) from repeated runs of both states."""
+    """(FAIL_TO_PASS, PASS_TO_PASS, flaky) from repeated runs of both states.
+
+    A test missing from a run's results (its module failed to import, say) did not succeed there;
+    "succeeded" is `TestStatus.succeeded`, so a test skipped in both states is listed nowhere.
+    """
     ids = set().union(*(r.results for r in before + after))
     f2p, p2p, flaky = [], [], []
     for test_id in sorted(ids):
@@ -128,16 +123,16 @@ def validate(
         for _ in range(max(1, repeats)):
             for state in ("before", "after"):
                 runs.append(run_state(task, state, timeout, factory))
-    except PatchError as exc:
+    except (PatchError, TestPatchError) as exc:
         return Validation(False, "patch_does_not_apply", exc.line()[:500])
     except INFRA_ERRORS as exc:
         raise InfraFailure("engine_error", exc.line()[:500]) from exc
-    summary = [{"state": r.state, "exit_code": r.exit_code, "tests": len(r.results), "usable": r.usable, "problems": r.problems[:3], "seconds": round(r.duration, 2)} for r in runs]
-    if all(r.exit_code == 5 and not r.results for r in runs):  # pytest's "no tests collected"
+    summary = [r.summary() for r in runs]
+    if all(r.run.exit_code == 5 and not r.results for r in runs):  # pytest's "no tests collected"
         return Validation(False, "no_tests_collected", "the tests touched by test_patch collect no test in either state", runs=summary)
-    unusable = [r for r in runs if not r.usable]
+    unusable = [r for r in runs if not r.run.trustworthy]
     if unusable:
-        return Validation(False, "untrustworthy_log", "; ".join(unusable[0].problems)[:500], runs=summary)
+        return Validation(False, "untrustworthy_log", unusable[0].why_unusable()[:500], runs=summary)
     before = [r for r in runs if r.state == "before"]
     after = [r for r in runs if r.state == "after"]
     f2p, p2p, flaky = compare(before, after)

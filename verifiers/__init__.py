@@ -2,7 +2,8 @@
 
     from envfarm.verifiers import parse_log, grade, SweVerifier, WebVerifier, verifier_for
 
-Test-log tasks (`kind == "swe"`): `SweVerifier().verify(task, sandbox, patch)`.
+Test-log tasks (`kind == "swe"`): `SweVerifier().verify(task, sandbox, patch)`; the test run under it,
+`run_tests(sandbox, task, patch, timeout=...) -> TestRun`, is the one the miner's validation uses too.
 Web tasks (`kind == "web"`): `WebVerifier().verify(task, sandbox)` or `.verify_app(folder, script)`.
 """
 
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING
 from envfarm.verifiers.grading import Grade, grade
 from envfarm.verifiers.logs import ParsedLog, TestStatus, get_parser, parse_log
 from envfarm.verifiers.reward import Reward
+from envfarm.verifiers.run import TestRun, run_tests, selected_test_files
 from envfarm.verifiers.swe import SweVerifier, grade_run
 
 if TYPE_CHECKING:
@@ -37,4 +39,7 @@ def __getattr__(name: str):  # lazy: `from verifiers import WebVerifier` without
     raise AttributeError(name)
 
 
-__all__ = ["Grade", "ParsedLog", "Reward", "SweVerifier", "TestStatus", "WebVerifier", "get_parser", "grade", "grade_run", "parse_log", "verifier_for"]
+__all__ = [
+    "Grade", "ParsedLog", "Reward", "SweVerifier", "TestRun", "TestStatus", "WebVerifier", "get_parser", "grade", "grade_run",
+    "parse_log", "run_tests", "selected_test_files", "verifier_for",
+]

@@ -1,6 +1,8 @@
 """FAIL_TO_PASS / PASS_TO_PASS grading of one parsed log, with the checks that keep it honest.
 
 A test absent from the log failed (deleted tests, crashed runs and truncated logs all land here).
+Which statuses pass in which list (SWE-bench's rules) is written once, in
+`envfarm.verifiers.logs.status`.
 A log whose result lines disagree with the runner's own totals, or with its exit code, is treated as
 forged or broken: it is never resolved, whatever the result lines say.
 """
@@ -8,7 +10,7 @@ forged or broken: it is never resolved, whatever the result lines say.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from envfarm.errors import EnvfarmError
 from envfarm.verifiers.logs.status import ParsedLog, TestStatus
@@ -41,12 +43,12 @@ class Grade:
         return asdict(self)
 
 
-def _grade_list(ids: Iterable[str], results: dict[str, TestStatus]) -> ListGrade:
+def _grade_list(ids: Iterable[str], results: dict[str, TestStatus], passes: Callable[[TestStatus], bool]) -> ListGrade:
     ids = list(dict.fromkeys(ids))
     grade = ListGrade(total=len(ids), passed=0)
     for test_id in ids:
         status = results.get(test_id)
-        if status is not None and status.succeeded:
+        if status is not None and passes(status):
             grade.passed += 1
         else:
             grade.not_passed[test_id] = status.value if status else "MISSING"
@@ -85,17 +87,22 @@ def grade(
     *,
     exit_code: int | None = None,
     partial_credit: bool = False,
+    also_suspicious: Iterable[str] = (),
 ) -> Grade:
-    """Grade one run. `partial_credit` gives the fraction of listed tests passing instead of 1/0."""
+    """Grade one run. `partial_credit` gives the fraction of listed tests passing instead of 1/0.
+
+    `also_suspicious` adds problems found by whoever read the run (`run_tests` cross-checks the
+    report with the console log); any suspicious finding scores 0.
+    """
     f2p_ids, p2p_ids = list(fail_to_pass), list(pass_to_pass)
     if not f2p_ids and not p2p_ids:
         raise EnvfarmError(
             "the task lists no FAIL_TO_PASS and no PASS_TO_PASS tests, so nothing can be graded",
             "re-run the miner's validation for this task (it must find at least one FAIL_TO_PASS test)",
         )
-    f2p = _grade_list(f2p_ids, parsed.results)
-    p2p = _grade_list(p2p_ids, parsed.results)
-    suspicious = consistency_problems(parsed, exit_code)
+    f2p = _grade_list(f2p_ids, parsed.results, lambda s: s.succeeded)
+    p2p = _grade_list(p2p_ids, parsed.results, lambda s: s.maintained)
+    suspicious = list(dict.fromkeys([*also_suspicious, *consistency_problems(parsed, exit_code)]))
     resolved = f2p.all_passed and p2p.all_passed and not suspicious
     if suspicious:
         reward = 0.0

@@ -2,10 +2,11 @@
 
 from envfarm.tasks.validate import RunOutcome, compare
 from envfarm.verifiers.logs.status import TestStatus as S
+from envfarm.verifiers.run import TestRun
 
 
 def run(state, **results):
-    return RunOutcome(state, 0, {k.replace("__", "::"): v for k, v in results.items()}, True)
+    return RunOutcome(state, TestRun({k.replace("__", "::"): v for k, v in results.items()}, 0))
 
 
 def test_flaky_tests_are_dropped_from_both_lists():
@@ -18,7 +19,9 @@ def test_flaky_tests_are_dropped_from_both_lists():
 
 
 def test_missing_before_counts_as_failing_and_flaky_after_is_dropped():
-    before = [run("before", t__new=None or S.ERROR)] * 3
+    # Before the fix the module fails to import: the report names the module ("t"), never the test.
+    before = [run("before", t=S.ERROR)] * 3
+    assert all("t::new" not in r.results for r in before)
     after = [run("after", t__new=S.PASSED, t__x=S.PASSED), run("after", t__new=S.PASSED), run("after", t__new=S.PASSED, t__x=S.PASSED)]
     f2p, p2p, flaky = compare(before, after)
     assert f2p == ["t::new"] and flaky == ["t::x"] and p2p == []

@@ -6,7 +6,7 @@ import pytest
 
 from envfarm.errors import EnvfarmError
 from envfarm.verifiers.grading import grade
-from envfarm.verifiers.logs import parse_log
+from envfarm.verifiers.logs import ParsedLog, TestStatus, parse_log
 from envfarm.verifiers.logs.text import clean_lines
 
 LOGS = Path(__file__).parent / "logs"
@@ -20,7 +20,7 @@ def test_resolved_when_every_listed_test_passes():
     assert result.fail_to_pass.passed == 1 and result.pass_to_pass.passed == 2
 
 
-def test_failure_missing_and_skip_are_not_passes():
+def test_failure_and_missing_are_not_passes_and_a_pass_to_pass_skip_is_not_a_regression():
     parsed = parse_log("pytest", (LOGS / "pytest_verbose.log").read_bytes())
     result = grade(
         parsed,
@@ -29,7 +29,45 @@ def test_failure_missing_and_skip_are_not_passes():
     )
     assert not result.resolved and result.reward == 0.0
     assert result.fail_to_pass.not_passed == {"tests/test_calc.py::test_sub_broken": "FAILED", "tests/test_calc.py::test_deleted": "MISSING"}
-    assert result.pass_to_pass.not_passed == {"tests/test_calc.py::test_skip": "SKIPPED"}
+    assert result.pass_to_pass.not_passed == {} and result.pass_to_pass.passed == 2
+
+
+# SWE-bench's harness (swebench/harness/grading.py, PASS_AND_FAIL): test_passed for FAIL_TO_PASS,
+# test_maintained for PASS_TO_PASS. The table is written once in envfarm.verifiers.logs.status.
+HARNESS_CASES = [
+    # (status of the FAIL_TO_PASS test, status of the PASS_TO_PASS test, resolved)
+    ("PASSED", "PASSED", True),
+    ("XFAIL", "PASSED", True),
+    ("SKIPPED", "PASSED", False),
+    ("FAILED", "PASSED", False),
+    ("ERROR", "PASSED", False),
+    (None, "PASSED", False),
+    ("PASSED", "XFAIL", True),
+    ("PASSED", "SKIPPED", True),
+    ("PASSED", "FAILED", False),
+    ("PASSED", "ERROR", False),
+    ("PASSED", None, False),
+]
+
+
+@pytest.mark.parametrize("f2p_status,p2p_status,resolved", HARNESS_CASES)
+def test_skip_and_xfail_grade_as_in_the_swe_bench_harness(f2p_status, p2p_status, resolved):
+    parsed = ParsedLog(framework="junit")
+    for test_id, status in (("t.py::test_fix", f2p_status), ("t.py::test_old", p2p_status)):
+        if status is not None:
+            parsed.add(test_id, TestStatus(status))
+    result = grade(parsed, ["t.py::test_fix"], ["t.py::test_old"])
+    assert result.resolved is resolved and result.reward == (1.0 if resolved else 0.0)
+    assert not result.suspicious
+
+
+def test_partial_credit_counts_a_pass_to_pass_skip_as_kept():
+    parsed = ParsedLog(framework="junit")
+    parsed.add("t.py::test_fix", TestStatus.SKIPPED)
+    parsed.add("t.py::test_old", TestStatus.SKIPPED)
+    result = grade(parsed, ["t.py::test_fix"], ["t.py::test_old"], partial_credit=True)
+    assert result.reward == pytest.approx(1 / 2) and not result.resolved
+    assert result.fail_to_pass.not_passed == {"t.py::test_fix": "SKIPPED"} and result.pass_to_pass.passed == 1
 
 
 def test_partial_credit_is_the_fraction_passing():

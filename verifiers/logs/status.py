@@ -1,4 +1,27 @@
-"""Test outcomes and the parsed-log record shared by every framework's parser."""
+"""Test outcomes and the parsed-log record shared by every framework's parser.
+
+Which outcomes count as passing: the one place it is written (grading, validation and the run
+checks point here). It matches the official SWE-bench harness (swebench 5.0.2,
+`swebench/harness/grading.py`, evaluation type PASS_AND_FAIL):
+
+| listed in     | PASSED | XFAIL | SKIPPED | FAILED / ERROR | missing from the log |
+|---------------|--------|-------|---------|----------------|----------------------|
+| FAIL_TO_PASS  | pass   | pass  | fail    | fail           | fail                 |
+| PASS_TO_PASS  | pass   | pass  | pass    | fail           | fail                 |
+
+- FAIL_TO_PASS passes only on PASSED or XFAIL (`TestStatus.succeeded`, the harness's `test_passed`);
+  a skipped FAIL_TO_PASS test is a failure (`test_failed`), or a patch that makes the new tests skip
+  would resolve the task.
+- PASS_TO_PASS also accepts SKIPPED (`TestStatus.maintained`, the harness's `test_maintained`): a
+  skip is not a regression.
+- A listed test missing from the log failed, in both lists.
+- Not adopted: the harness's prefix match for parametrized ids truncated in SWE-bench Verified's
+  data (`_resolve_case`); ids here are exact.
+
+The miner decides the lists by the stricter rule on purpose (envfarm.tasks.validate.compare): a test
+is FAIL_TO_PASS when it does not succeed before the fix and succeeds after it, PASS_TO_PASS when it
+succeeds in both states. A test skipped in the environment proves nothing, so it is never listed.
+"""
 
 from __future__ import annotations
 
@@ -17,8 +40,13 @@ class TestStatus(str, Enum):
 
     @property
     def succeeded(self) -> bool:
-        """An expected failure is a success, as in the SWE-bench harness; a skip is not."""
+        """Passed, for FAIL_TO_PASS and for the miner: an expected failure is a success, a skip is not."""
         return self in (TestStatus.PASSED, TestStatus.XFAIL)
+
+    @property
+    def maintained(self) -> bool:
+        """Passed, for PASS_TO_PASS: a skip is not a regression (see the table above)."""
+        return self.succeeded or self is TestStatus.SKIPPED
 
 
 # When one id is reported twice (a call that passed and a teardown that errored, or a forged line
