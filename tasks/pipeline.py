@@ -25,7 +25,8 @@ from envfarm.sandbox import Sandbox
 from envfarm.store import Store, open_store
 from envfarm.task import InstallConfig, TaskSpec
 from envfarm.tasks.candidates import Candidate, FilterConfig, Rejection, select_all
-from envfarm.tasks.envsetup.base import BuildOptions, recipes_for
+from envfarm.tasks.envsetup import recipes_for
+from envfarm.tasks.envsetup.base import BuildOptions
 from envfarm.tasks.envsetup.build import build_env
 from envfarm.tasks.envsetup.failures import classify_build_failure, excerpt
 from envfarm.tasks.instance import instance_recipe

@@ -1,11 +1,12 @@
-"""What every language's environment recipes provide, and the registry that picks one by language."""
+"""What every language's environment recipes provide. The registry that picks one lives in the package
+(`envfarm.tasks.envsetup`), so this module imports no language and no language imports the registry."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from envfarm.errors import EnvfarmError
+from envfarm.config import settings
 from envfarm.images.recipe import ImageRecipe
 from envfarm.tasks.mirror import Mirror
 
@@ -20,7 +21,7 @@ class Strategy:
     test_cmd: str
     log_parser: str
     exclude_newer: str | None = None
-    base_image: str = "envfarm/base:bookworm"  # a base whose system Python is `python` needs no download
+    base_image: str = field(default_factory=lambda: settings().base_image)  # a base whose system Python is `python` needs no download
     env: tuple[tuple[str, str], ...] = ()
     notes: tuple[str, ...] = field(default_factory=tuple)
 
@@ -29,7 +30,7 @@ class Strategy:
 class BuildOptions:
     """Knobs that hold for a whole mining run."""
 
-    base_image: str = "envfarm/base:bookworm"
+    base_image: str = field(default_factory=lambda: settings().base_image)  # ENVFARM_BASE_IMAGE reaches the miner here
     wheelhouse: tuple[tuple[str, bytes], ...] = ()  # (file name, wheel bytes) copied into the env layer
     offline: bool = False  # no package index: install only from the wheelhouse
     time_cap: bool = True  # resolve dependencies as of the task's date (uv --exclude-newer)
@@ -55,20 +56,3 @@ class LanguageRecipes(Protocol):
     def env_steps(self, strategy: Strategy, collect_paths: list[str], options: BuildOptions) -> list[str]:
         """RUN steps that install the strategy into /testbed and prove tests can be collected."""
         ...
-
-
-RECIPES: dict[str, LanguageRecipes] = {}
-
-
-def recipes_for(language: str) -> LanguageRecipes:
-    if not RECIPES:
-        from envfarm.tasks.envsetup.python import PythonRecipes
-
-        RECIPES["python"] = PythonRecipes()
-    try:
-        return RECIPES[language]
-    except KeyError:
-        raise EnvfarmError(
-            f"no environment recipes for language {language!r}",
-            f"mine one of: {', '.join(sorted(RECIPES))} (other languages plug in as tasks/envsetup/<language>.py)",
-        ) from None

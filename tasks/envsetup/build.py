@@ -18,7 +18,8 @@ from envfarm.errors import EngineUnavailable, ImageMissing, SandboxError
 from envfarm.images import ImageRecipe, ensure_image
 from envfarm.images.build import ImageBuildError
 from envfarm.task import InstallConfig
-from envfarm.tasks.envsetup.base import BuildOptions, Strategy, recipes_for
+from envfarm.tasks.envsetup import recipes_for
+from envfarm.tasks.envsetup.base import BuildOptions, Strategy
 from envfarm.tasks.envsetup.failures import classify_build_failure, excerpt
 from envfarm.tasks.mirror import Mirror
 

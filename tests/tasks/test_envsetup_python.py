@@ -2,7 +2,8 @@
 
 import pytest
 
-from envfarm.tasks.envsetup.base import BuildOptions, recipes_for
+from envfarm.tasks.envsetup import recipes_for
+from envfarm.tasks.envsetup.base import BuildOptions
 from envfarm.tasks.envsetup.failures import classify_build_failure
 from envfarm.tasks.envsetup.python import choose_pythons, ci_pip_args, mentioned_versions, requires_python, find_test_extra
 from envfarm.tasks.mirror import Mirror
