@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmarks: percentiles, machine notes, and writing results JSON."""
+"""Helpers shared by the benchmarks: percentiles, machine notes and load as measured, and writing results JSON."""
 
 from __future__ import annotations
 
@@ -33,15 +33,63 @@ def summary(values: Sequence[float], scale: float = 1000.0) -> dict[str, float]:
     }
 
 
-def machine_notes(extra: str = "") -> dict[str, Any]:
-    top = subprocess.run(["ps", "-eo", "pcpu,comm", "--sort=-pcpu"], capture_output=True, text=True).stdout.splitlines()[1:6]
-    return {
-        "cpus": os.cpu_count(),
-        "loadavg_1m_5m_15m": [round(x, 2) for x in os.getloadavg()],
-        "python": platform.python_version(),
-        "busiest_processes_at_end": [line.strip() for line in top],
-        "note": extra,
-    }
+def busiest_processes(interval: float = 0.5, top: int = 5) -> list[str]:
+    """The processes that used the most CPU over the last `interval` seconds ("pid pcpu% command"),
+    sampled from /proc twice: `ps`'s %CPU is a lifetime average and misses a job that just started."""
+    def sample() -> dict[int, tuple[int, str]]:
+        out: dict[int, tuple[int, str]] = {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as handle:
+                    stat = handle.read()
+            except OSError:
+                continue
+            name, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
+            out[int(entry)] = (int(rest[11]) + int(rest[12]), name)  # utime + stime, in clock ticks
+        return out
+
+    try:
+        before = sample()
+        time.sleep(interval)
+        after = sample()
+    except OSError:  # no /proc (not Linux): ps's lifetime averages are what there is
+        lines = subprocess.run(["ps", "-eo", "pid,pcpu,comm", "--sort=-pcpu"], capture_output=True, text=True).stdout
+        return [line.strip() for line in lines.splitlines()[1:top + 1]]
+    ticks = os.sysconf("SC_CLK_TCK") * interval
+    used = sorted(((after[pid][0] - before.get(pid, (after[pid][0], ""))[0], pid, after[pid][1]) for pid in after), reverse=True)
+    return [f"{pid} {100 * delta / ticks:.0f}% {_command(pid, name)}" for delta, pid, name in used[:top] if delta > 0]
+
+
+def _command(pid: int, name: str, width: int = 100) -> str:
+    """The process's command line (arguments say which job a `python` is), else its name."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            argv = handle.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        argv = ""
+    return (argv or name)[:width]
+
+
+def machine_load() -> dict[str, Any]:
+    """The machine's load as measured now: load averages and the busiest processes."""
+    return {"loadavg_1m_5m_15m": [round(x, 2) for x in os.getloadavg()], "busiest_processes": busiest_processes()}
+
+
+def machine_notes(extra: str = "", load_at_start: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Machine facts for a results file. Given `machine_load()` taken at the start, the load is recorded
+    as measured at both ends (sampled CPU use); without it, as before: `ps`'s lifetime averages at the end."""
+    notes: dict[str, Any] = {"cpus": os.cpu_count(), "python": platform.python_version()}
+    if load_at_start is not None:
+        notes.update(load_at_start=load_at_start, load_at_end=machine_load())
+    else:
+        top = subprocess.run(["ps", "-eo", "pcpu,comm", "--sort=-pcpu"], capture_output=True, text=True).stdout.splitlines()[1:6]
+        notes.update(loadavg_1m_5m_15m=[round(x, 2) for x in os.getloadavg()],
+                     busiest_processes_at_end=[line.strip() for line in top])
+    if extra:
+        notes["note"] = extra
+    return notes
 
 
 def write_results(name: str, payload: dict[str, Any]) -> Path:

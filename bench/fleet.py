@@ -1,7 +1,9 @@
 """`python -m bench.fleet`: the fleet controller at 1k-50k pods, claims, and recycling, in simulation.
 
-Drives the real reconcile/rate-limit code (envfarm/fleet/sim.py says exactly what is real and what is
-modelled) and writes bench/results/fleet.json (medians over seeds) and bench/results/fleet.png.
+Drives the real reconcile/rate-limit code (envfarm/testing/fleet_sim.py says exactly what is real and
+what is modelled) and writes bench/results/fleet.json (medians over seeds) and bench/results/fleet.png,
+with the machine's load (load averages, busiest processes) measured at the start and at the end: the
+reconcile pacing follows measured CPU time, so what else ran changes the numbers.
 """
 
 from __future__ import annotations
@@ -9,8 +11,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
-import platform
 import resource
 import statistics
 import sys
@@ -18,11 +18,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from envfarm.fleet.sim import EPOCH, ClusterModel, ReconcileLoop, Sim, SimCluster, build_controller
+from bench.common import machine_load, machine_notes
+from envfarm.testing.fleet_sim import EPOCH, ClusterModel, ReconcileLoop, Sim, SimCluster, build_controller
 
 RESULTS = Path(__file__).resolve().parent / "results"
 NS = "envfarm-sandboxes"
-CHANGES = ("claims: a new claim is bound from the claim watch to a ready warm pod the last full plan left spare (before: it waited for the next full O(pods) plan plus the coalescing pause, p99 ~190 ms of the 546 ms); bindings/claim status are queued before warm creates; no second claim-status write while the first is unwatched (one write per claim now). recycling: the pod is reset under its finished claim's label and freed with one patch (before: mark reset-pending, then clear it: two), so writes per rollout fall 5.57 -> 4.79 and, the run being bound by the 20 qps write budget, wall time with it; recycling now runs by default over 3 seeds (before: 1 seed, run separately). Scale and failure sections: same code paths, re-run")
+CHANGES = ("structure only: the simulator moved from envfarm/fleet/sim.py to envfarm/testing/fleet_sim.py and drives the "
+           "controller through its injected caches and executor (before: it overwrote the controller's private "
+           "attributes); the planner's memory is one PlannerMemory object. No decision changed: this run checks it")
 
 
 def deep_size(root: Any) -> int:
@@ -192,14 +195,6 @@ def recycle_run(recycle: bool, seed: int, workers: int = 200, rollouts: int = 20
             "max_live_pods": cluster.counters.max_live, "over_created": cluster.counters.max_live > 1000}
 
 
-def load_note() -> str:
-    try:
-        one, five, _ = os.getloadavg()
-        return f"load average {one:.2f} (1 min) / {five:.2f} (5 min) on {os.cpu_count()} cores at start; other engineers' jobs share the machine"
-    except OSError:
-        return "load average unavailable"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.fleet")
     parser.add_argument("--sizes", default="1000,2000,5000,10000,50000")
@@ -211,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rollouts", type=int, default=2000, help="rollouts in the recycling comparison")
     args = parser.parse_args(argv)
     sizes = [1000, 2000] if args.quick else [int(s) for s in args.sizes.split(",")]
-    started, note = time.perf_counter(), load_note()
+    started, load_at_start = time.perf_counter(), machine_load()
     model = ClusterModel()
     scale: list[dict[str, Any]] = []
     for pods in sizes:
@@ -241,8 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "name": "fleet",
         "what": "discrete-event simulation driving the real FleetController reconcile, planner, expectations, "
-                "token bucket and backoff against a modelled API server and cluster (envfarm/fleet/sim.py)",
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "note": note},
+                "token bucket and backoff against a modelled API server and cluster (envfarm/testing/fleet_sim.py)",
+        "machine": machine_notes(load_at_start=load_at_start),
         "changes": CHANGES,
         "controller_budget": {"qps": args.qps, "burst": args.burst, "max_in_flight": 128},
         "cluster_model": {k: (sorted(v) if isinstance(v, frozenset) else v) for k, v in vars(model).items()},

@@ -5,6 +5,10 @@ watch resumes from the last version it saw (no relist), a 410 Gone relists. A re
 the cache and reports what vanished as deletions, so a restart or a long disconnect never loses track
 of a pod. Objects are stored through `transform` (compact views, see views.py) and indexed by
 `index_key` (the fleet), so a reconcile touches only its fleet's objects.
+
+`Cache` is the interface the controller reads through and `CacheSpec` what it asks a `CacheFactory`
+for, so a caller can give the controller other caches (the simulator in `envfarm.testing.fleet_sim`
+delivers modelled watch events into its own); `watch_caches` is the default, a WatchCache per kind.
 """
 
 from __future__ import annotations
@@ -12,7 +16,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Callable, Generic, TypeVar
+from dataclasses import dataclass
+from typing import Any, Callable, Generic, Protocol, TypeVar
 
 from envfarm.fleet.api import ApiCallError, KubeApi
 from envfarm.fleet.ratelimit import backoff_delay
@@ -20,6 +25,55 @@ from envfarm.fleet.ratelimit import backoff_delay
 V = TypeVar("V")
 EventHandler = Callable[[str, Any, Any], None]  # (type, old view | None, new view | None)
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CacheSpec:
+    """One kind the controller caches: what to watch, how to store it, whom to tell of changes."""
+
+    kind: str  # "pods" or a custom resource plural
+    transform: Callable[[dict[str, Any], float], Any]  # (object, now) -> the stored view
+    index_key: Callable[[Any], str]  # view -> its fleet
+    on_event: EventHandler  # called after each change is stored
+    selector: str | None = None
+
+
+class Cache(Protocol[V]):
+    """What the controller needs of a cache: lifecycle, then reads by name and by fleet."""
+
+    kind: str
+
+    @property
+    def synced(self) -> bool: ...
+
+    def start(self) -> Any: ...
+
+    def wait_synced(self, timeout: float = 30.0) -> bool: ...
+
+    def stop(self) -> None: ...
+
+    def get(self, name: str) -> V | None: ...
+
+    def by_index(self, key: str) -> list[V]: ...
+
+    def index_keys(self) -> list[str]: ...
+
+    def items(self) -> list[V]: ...
+
+    def __len__(self) -> int: ...
+
+
+CacheFactory = Callable[[CacheSpec], Cache[Any]]
+
+
+def watch_caches(api: KubeApi, namespace: str, watch_timeout: int = 300) -> CacheFactory:
+    """The default: a list+watch WatchCache per kind, against the API server."""
+
+    def make(spec: CacheSpec) -> Cache[Any]:
+        return WatchCache(api, spec.kind, namespace, spec.transform, spec.index_key, spec.on_event,
+                          selector=spec.selector, watch_timeout=watch_timeout)
+
+    return make
 
 
 class WatchCache(Generic[V]):

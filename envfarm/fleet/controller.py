@@ -5,7 +5,12 @@ the fleet dirty; one reconcile loop coalesces bursts of events into one plan per
 plan per event would be quadratic). Everything the controller decides comes from `FleetPlanner`; this
 module only wires it to the API, keeps expectations, and acts only while it holds the lease.
 
-Run it: `python -m envfarm.fleet.controller --namespace envfarm-sandboxes --leader-elect`.
+The caches it reads and the executor it writes through are constructor parameters (`caches`,
+`executor`; the defaults are a WatchCache per kind and the threaded `Executor`), so the simulator in
+`envfarm.testing.fleet_sim` drives this same class in simulated time without touching its internals.
+
+Run it: `envfarm fleet controller --namespace envfarm-sandboxes --leader-elect` (or
+`python -m envfarm.fleet.controller` with the same options).
 """
 
 from __future__ import annotations
@@ -26,12 +31,12 @@ from envfarm.errors import EnvfarmError
 from envfarm.fleet import labels as L
 from envfarm.fleet.accounting import FleetAccounting
 from envfarm.fleet.api import ApiCallError, KubeApi
-from envfarm.fleet.cache import WatchCache
-from envfarm.fleet.executor import PRIO_CLAIM, PRIO_DELETE, PRIO_STATUS, PRIO_WARM, Executor
+from envfarm.fleet.cache import Cache, CacheFactory, CacheSpec, watch_caches
+from envfarm.fleet.executor import PRIO_CLAIM, PRIO_DELETE, PRIO_STATUS, PRIO_WARM, Executor, ExecutorFactory
 from envfarm.fleet.expectations import Expectations
 from envfarm.fleet.leader import LeaderElector
 from envfarm.fleet.metrics import FleetMetrics
-from envfarm.fleet.planner import FleetPlanner, Plan
+from envfarm.fleet.planner import FleetPlanner, Plan, PlannerMemory
 from envfarm.fleet.prepull import build_prepull_daemonset
 from envfarm.fleet.ratelimit import TokenBucket
 from envfarm.fleet.spec import FleetSpec, parse_fleet_spec
@@ -65,21 +70,24 @@ class ControllerConfig:
 
 class FleetController:
     def __init__(self, api: KubeApi, config: ControllerConfig, resetter: Resetter | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, *, caches: CacheFactory | None = None,
+                 executor: ExecutorFactory | None = None) -> None:
+        """`caches` builds the pod, fleet and claim caches from their CacheSpec (default: list+watch
+        against `api`); `executor(bucket, max_in_flight, on_depth)` builds the write queue (default:
+        `Executor`, a thread pool). Both exist so another driver (the simulator) can run this class."""
         self.api, self.config, self.resetter, self.clock = api, config, resetter, clock
         self.metrics = api.metrics
         self.expectations = Expectations(clock=clock)
         self.bucket = TokenBucket(config.qps, config.burst, clock=clock)
-        self.executor = Executor(self.bucket, config.max_in_flight, on_depth=self.metrics.in_flight.set)
+        self.executor = (executor or Executor)(self.bucket, config.max_in_flight, self.metrics.in_flight.set)
         self.planners: dict[str, tuple[str, FleetPlanner]] = {}  # fleet -> (uid, planner)
-        ns = config.namespace
-        self.pods: WatchCache[PodView] = WatchCache(api, "pods", ns, PodView.from_pod, lambda v: v.fleet,
-                                                    self._on_pod, selector=L.SELECTOR, watch_timeout=config.watch_timeout)
-        self.fleets: WatchCache[dict[str, Any]] = WatchCache(api, L.FLEET_PLURAL, ns, lambda obj, now: obj,
-                                                             lambda obj: "all", self._on_fleet,
-                                                             watch_timeout=config.watch_timeout)
-        self.claims: WatchCache[ClaimView] = WatchCache(api, L.CLAIM_PLURAL, ns, ClaimView.from_claim, lambda c: c.fleet,
-                                                        self._on_claim, watch_timeout=config.watch_timeout)
+        make_cache = caches or watch_caches(api, config.namespace, config.watch_timeout)
+        self.pods: Cache[PodView] = make_cache(CacheSpec("pods", PodView.from_pod, lambda v: v.fleet, self._on_pod,
+                                                         selector=L.SELECTOR))
+        self.fleets: Cache[dict[str, Any]] = make_cache(CacheSpec(L.FLEET_PLURAL, lambda obj, now: obj,
+                                                                  lambda obj: "all", self._on_fleet))
+        self.claims: Cache[ClaimView] = make_cache(CacheSpec(L.CLAIM_PLURAL, ClaimView.from_claim, lambda c: c.fleet,
+                                                             self._on_claim))
         self._dirty: set[str] = set()
         self._wake = threading.Condition()
         self._acting = threading.Event()
@@ -95,7 +103,10 @@ class FleetController:
         self.reconciles = 0
 
     # ------------------------------------------------------------------------------ lifecycle
-    def start(self, sync_timeout: float = 30.0) -> "FleetController":
+    def start(self, sync_timeout: float = 30.0, loops: bool = True) -> "FleetController":
+        """Sync the caches, start the executor, take (or contend for) the lease, start the loops.
+        loops=False starts no reconcile or resync thread: the caller drives `take_dirty`,
+        `reconcile_dirty` and `enqueue_all` itself (the simulator does, in simulated time)."""
         for cache in (self.fleets, self.claims, self.pods):
             cache.start()
         for cache in (self.fleets, self.claims, self.pods):
@@ -110,6 +121,8 @@ class FleetController:
                                           self.config.retry_period).start()
         else:
             self._became_leader()
+        if not loops:
+            return self
         for target, name in ((self._reconcile_loop, "reconcile"), (self._resync_loop, "resync")):
             thread = threading.Thread(target=target, name=f"fleet-{name}", daemon=True)
             thread.start()
@@ -154,9 +167,7 @@ class FleetController:
                                    claim=new.claim if new else None, reset_pending=new.reset_pending if new else False,
                                    resource_version=int(rv) if rv.isdigit() else 0)
         if new is None and old is not None and old.fleet in self.planners:
-            planner = self.planners[old.fleet][1]
-            planner.accounting.forget_pod(old.uid)  # bounded memory over a long run
-            planner.counted_failures.discard(old.uid)
+            self.planners[old.fleet][1].forget_pod(old.uid)  # bounded memory over a long run
         if new is not None and new.ready and (old is None or not old.ready) and kind != "ADDED":
             self.metrics.startup.observe(max(0.0, self.clock() - new.created))
         self.enqueue(view.fleet)
@@ -212,11 +223,17 @@ class FleetController:
             self.enqueue(fleet["metadata"]["name"])
 
     # ---------------------------------------------------------------------------------- loops
+    def take_dirty(self, wait: float = 0.0) -> set[str]:
+        """The fleets marked dirty since the last call, waiting up to `wait` seconds for one."""
+        with self._wake:
+            if wait > 0:
+                self._wake.wait_for(lambda: bool(self._dirty) or self._stop.is_set(), timeout=wait)
+            dirty, self._dirty = self._dirty, set()
+        return dirty
+
     def _reconcile_loop(self) -> None:
         while not self._stop.is_set():
-            with self._wake:
-                self._wake.wait_for(lambda: bool(self._dirty) or self._stop.is_set(), timeout=1.0)
-                dirty, self._dirty = self._dirty, set()
+            dirty = self.take_dirty(wait=1.0)
             if not self._acting.is_set():
                 continue
             started = time.monotonic()
@@ -292,7 +309,7 @@ class FleetController:
         name, uid = fleet["metadata"]["name"], fleet["metadata"].get("uid", "")
         current = self.planners.get(name)
         if current is None or current[0] != uid:
-            current = (uid, FleetPlanner(FleetAccounting.from_status(fleet.get("status"))))
+            current = (uid, FleetPlanner(PlannerMemory(accounting=FleetAccounting.from_status(fleet.get("status")))))
             self.planners[name] = current
         return current[1]
 
@@ -534,49 +551,64 @@ def exec_resetter(api: KubeApi, timeout: float = 120.0) -> Resetter:
     return reset
 
 
+def load_api_client(kubeconfig: str | None, max_in_flight: int) -> Any:
+    """An ApiClient from `kubeconfig`, else the in-cluster service account, else ~/.kube/config."""
+    from kubernetes import client, config as kube_config
+
+    configuration = client.Configuration()
+    try:
+        if kubeconfig:
+            kube_config.load_kube_config(kubeconfig, client_configuration=configuration)
+        else:
+            try:
+                kube_config.load_incluster_config(client_configuration=configuration)
+            except kube_config.ConfigException:
+                kube_config.load_kube_config(client_configuration=configuration)
+    except Exception as exc:  # noqa: BLE001 - ConfigException, a missing file, bad YAML read the same to the user
+        raise EnvfarmError(f"no Kubernetes configuration for the fleet controller ({exc})",
+                           "run it in-cluster, or pass --kubeconfig") from None
+    configuration.connection_pool_maxsize = max_in_flight + 8  # writer threads + three watches
+    return client.ApiClient(configuration)
+
+
+def run_controller(namespace: str = "envfarm-sandboxes", qps: float = 50.0, burst: int = 100, max_in_flight: int = 64,
+                   leader_elect: bool = False, lease_namespace: str = "envfarm-system", metrics_port: int = 9090,
+                   kubeconfig: str | None = None, stop: threading.Event | None = None) -> None:
+    """Run the controller until `stop` is set (or Ctrl-C); EnvfarmError when it cannot start."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    api_client = load_api_client(kubeconfig, max_in_flight)
+    metrics = FleetMetrics()
+    if metrics_port:
+        metrics.serve(metrics_port)
+    api = KubeApi(api_client, metrics)
+    cfg = ControllerConfig(namespace=namespace, qps=qps, burst=burst, max_in_flight=max_in_flight,
+                           leader_elect=leader_elect, lease_namespace=lease_namespace)
+    controller = FleetController(api, cfg, resetter=exec_resetter(api)).start()
+    try:
+        (stop or threading.Event()).wait()
+    except KeyboardInterrupt:
+        pass
+    controller.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m envfarm.fleet.controller",
-                                     description="Run the envfarm sandbox fleet controller.")
+                                     description="Run the envfarm sandbox fleet controller (also: envfarm fleet controller).")
     parser.add_argument("--namespace", default="envfarm-sandboxes")
     parser.add_argument("--qps", type=float, default=50.0)
     parser.add_argument("--burst", type=int, default=100)
     parser.add_argument("--max-in-flight", type=int, default=64)
     parser.add_argument("--leader-elect", action="store_true")
     parser.add_argument("--lease-namespace", default="envfarm-system")
-    parser.add_argument("--metrics-port", type=int, default=9090)
+    parser.add_argument("--metrics-port", type=int, default=9090, help="0: no metrics endpoint")
     parser.add_argument("--kubeconfig", default=None, help="default: in-cluster config, then ~/.kube/config")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from kubernetes import client, config as kube_config
-
     try:
-        if args.kubeconfig:
-            kube_config.load_kube_config(args.kubeconfig)
-        else:
-            try:
-                kube_config.load_incluster_config()
-            except kube_config.ConfigException:
-                kube_config.load_kube_config()
-    except Exception as exc:  # noqa: BLE001
-        print(f"error: no Kubernetes configuration ({exc}) (fix: run in-cluster or pass --kubeconfig)", file=sys.stderr)
-        return 2
-    metrics = FleetMetrics()
-    metrics.serve(args.metrics_port)
-    configuration = client.Configuration.get_default_copy()
-    configuration.connection_pool_maxsize = args.max_in_flight + 8  # writer threads + three watches
-    api = KubeApi(client.ApiClient(configuration), metrics)
-    cfg = ControllerConfig(namespace=args.namespace, qps=args.qps, burst=args.burst, max_in_flight=args.max_in_flight,
-                           leader_elect=args.leader_elect, lease_namespace=args.lease_namespace)
-    controller = FleetController(api, cfg, resetter=exec_resetter(api))
-    try:
-        controller.start()
+        run_controller(args.namespace, args.qps, args.burst, args.max_in_flight, args.leader_elect,
+                       args.lease_namespace, args.metrics_port, args.kubeconfig)
     except EnvfarmError as exc:
         print(f"error: {exc.line()}", file=sys.stderr)
         return 2
-    try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        controller.stop()
     return 0
 
 

@@ -4,6 +4,9 @@ Every attempt, retries included, takes a token, so the controller never exceeds 
 a 429 storm; a 429 pauses the whole bucket for Retry-After. Retries (tenacity) back off with jitter on
 429, 5xx, connection errors and, for writes that are not conditional, conflicts. Claimed work goes
 first: the queue is ordered by priority, then by arrival.
+
+`WriteQueue` is what the controller needs of an executor and `ExecutorFactory` how it gets one
+(`Executor` itself is the default factory); the simulator gives it one that runs in simulated time.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import logging
 import queue
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
@@ -26,6 +29,28 @@ PRIO_CLAIM = 0  # claim pod creates, bindings, claim status
 PRIO_DELETE = 1  # failed/released pods: frees room for claims
 PRIO_WARM = 2  # warm-pool creates
 PRIO_STATUS = 3  # fleet status, reaping finished claims
+
+
+class WriteQueue(Protocol):
+    """Prioritized, rate-limited API writes: each op's `done(ok, exc)` is called once it finished."""
+
+    def start(self) -> Any: ...
+
+    def stop(self) -> None: ...
+
+    def submit(self, priority: int, name: str, call: Callable[[], Any],
+               done: Callable[[bool, Exception | None], None] | None = None, retry_conflict: bool = False) -> None: ...
+
+    def drain(self) -> None: ...
+
+    def wait_idle(self, timeout: float) -> bool: ...
+
+    @property
+    def pending(self) -> int: ...
+
+
+# (bucket, max_in_flight, on_depth) -> the write queue; `Executor` is one
+ExecutorFactory = Callable[[TokenBucket, int, Callable[[int], None]], WriteQueue]
 
 
 @dataclass(order=True)

@@ -1,10 +1,18 @@
-"""The reconcile decision for one fleet, as a pure function of what the controller has seen.
+"""The reconcile decision for one fleet: what the controller has seen, plus an explicit memory, in; a plan out.
 
 Given the fleet, its pods (from the watch cache, plus the expectations of creates, deletes and
 bindings still in flight), its claims and the time, `FleetPlanner.plan` says what to create, delete,
 patch and write. It performs no I/O, so the real controller (threads over the official client) and
-the discrete-event simulator call exactly the same code, and running it twice on the same view gives
-the same plan: reconciles are idempotent.
+the discrete-event simulator call exactly the same code.
+
+It is not a pure function: what it must remember between plans is one named object, `PlannerMemory`
+(lifetime accounting, failures already counted, claim statuses already sent, the ready pods the last
+plan left spare for `fast_bind`, and a pod-template cache), created with the planner and changed only
+by `plan`, `fast_bind` and the `forget_*` methods. What that memory buys is idempotence: planning again
+over the same world (nothing new watched, nothing recorded in flight) makes the same pod decisions
+(the same creates under the same deterministic names, so a repeat is an AlreadyExists; the same
+bindings, conditional on the resourceVersion seen; the same deletes) and sends no claim status the
+previous plan already sent. Events (a failure counted, an image quarantined) are reported once.
 
 Order of service, highest first: claims already bound, pending claims (warm ready pod, then warm
 pending pod, then an on-demand create that is never refused while the fleet has room), then the
@@ -24,16 +32,13 @@ from envfarm.fleet.podspec import build_pod, pod_metadata
 from envfarm.fleet.spec import FleetSpec
 from envfarm.fleet.views import ClaimView, PodView
 
-PRIORITY_CLAIM = 0
-PRIORITY_WARM = 1
 CLAIM_RETENTION_SECONDS = 600.0  # released/failed claims are reaped this long after they finished
 
 
 @dataclass
 class Create:
     pod: dict[str, Any]
-    priority: int
-    claim: str | None
+    claim: str | None  # set for an on-demand pod; the controller queues those before warm-pool creates
 
 
 @dataclass
@@ -59,15 +64,41 @@ class Plan:
     resets: list[str] = field(default_factory=list)
     reset_patches: dict[str, PodPatch] = field(default_factory=dict)  # pod -> release patch sent after its reset
     failures: list[tuple[PodView, Failure]] = field(default_factory=list)
-    newly_ready: list[PodView] = field(default_factory=list)
     quarantined_now: list[str] = field(default_factory=list)
     status: dict[str, Any] = field(default_factory=dict)
     served: dict[str, str] = field(default_factory=dict)  # claim -> warm | recycled | on-demand
 
-    @property
-    def empty(self) -> bool:
-        return not (self.creates or self.deletes or self.pod_patches or self.claim_status
-                    or self.claim_deletes or self.resets)
+
+@dataclass
+class PlannerMemory:
+    """Everything a fleet's planner keeps between plans; the rest of a plan is recomputed from the world.
+
+    - `accounting`: lifetime ready/failed counts and quarantines; also written to the fleet's status,
+      so a restarted controller resumes from `FleetAccounting.from_status`.
+    - `counted_failures`: uids of failed pods already counted: a failed pod is seen by every plan
+      until its delete is watched, and must be counted (and reported) once.
+    - `claim_status_sent`: per claim (uid, else name), the last status sent whose write has not failed:
+      a plan sends no second write of a status while the watch has not shown the first.
+    - `spare_ready`: per image, the ready warm pods the last full plan left unclaimed: where
+      `fast_bind` serves a new claim before the next full plan; `spares_sorted` names the images
+      whose list is already in serving order (sorted lazily, by the first fast bind that needs it).
+    - `templates`: pod specs built once per (fleet uid, generation, image): a cache, never a decision.
+    """
+
+    accounting: FleetAccounting = field(default_factory=FleetAccounting)
+    counted_failures: set[str] = field(default_factory=set)
+    claim_status_sent: dict[str, dict[str, Any]] = field(default_factory=dict)
+    spare_ready: dict[str, list[PodView]] = field(default_factory=dict)
+    spares_sorted: set[str] = field(default_factory=set)
+    templates: dict[tuple[Any, Any, str], dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class _Pass:
+    """Scratch state of one plan (never kept between plans)."""
+
+    create_budget: int
+    sorted_pools: set[int] = field(default_factory=set)  # ids of pools already ordered for claims
 
 
 def _free_indices(used: set[int]) -> Iterator[int]:
@@ -92,15 +123,19 @@ def binding_patch(view: PodView, claim: str | None, reset_pending: bool, uses: i
 
 
 class FleetPlanner:
-    """Per-fleet planning state: accounting survives between plans, the rest is recomputed."""
+    """One fleet's planner: `memory` is all it keeps between plans (see PlannerMemory)."""
 
-    def __init__(self, accounting: FleetAccounting | None = None) -> None:
-        self.accounting = accounting or FleetAccounting()
-        self.counted_failures: set[str] = set()
-        self._claim_status_sent: dict[str, dict[str, Any]] = {}
-        self._templates: dict[tuple[Any, Any, str], dict[str, Any]] = {}
-        self.spare_ready: dict[str, list[PodView]] = {}  # ready warm pods the last plan left unclaimed
-        self._sorted_spares: set[int] = set()
+    def __init__(self, memory: PlannerMemory | None = None) -> None:
+        self.memory = memory if memory is not None else PlannerMemory()
+
+    @property
+    def accounting(self) -> FleetAccounting:
+        return self.memory.accounting
+
+    def forget_pod(self, uid: str) -> None:
+        """The pod is gone from the cluster: drop what was kept about it (bounded memory over a long run)."""
+        self.memory.accounting.forget_pod(uid)
+        self.memory.counted_failures.discard(uid)
 
     def plan(
         self,
@@ -115,7 +150,8 @@ class FleetPlanner:
         max_creates: int | None = None,
     ) -> Plan:
         plan = Plan()
-        acc = self.accounting
+        memory = self.memory
+        acc = memory.accounting
         in_flight_deletes = in_flight_deletes or set()
         in_flight_bindings = in_flight_bindings or {}
         views: dict[str, PodView] = {}
@@ -156,8 +192,8 @@ class FleetPlanner:
                 failure = Failure(FailureClass.UNSCHEDULABLE if view.unschedulable else FailureClass.STARTUP_TIMEOUT,
                                   False, f"not ready after {spec.startup_timeout_seconds}s")
             if failure is not None:
-                if view.uid not in self.counted_failures:
-                    self.counted_failures.add(view.uid)
+                if view.uid not in memory.counted_failures:
+                    memory.counted_failures.add(view.uid)
                     plan.failures.append((view, failure))
                     if acc.record_failure(view.image, failure, spec.failure_policy.quarantine_after):
                         plan.quarantined_now.append(view.image)
@@ -168,8 +204,8 @@ class FleetPlanner:
             live += 1
             if view.ready:
                 ready += 1
-                if view.uid and view.uid not in counted_ready and acc.record_ready(view.uid, view.image):
-                    plan.newly_ready.append(view)
+                if view.uid and view.uid not in counted_ready:
+                    acc.record_ready(view.uid, view.image)
             else:
                 pending += 1
             if view.claim:
@@ -197,15 +233,14 @@ class FleetPlanner:
                     pool = pools[view.image] = []
                 pool.append(view)
         counts = {"ready": ready, "pending": pending, "claimed": claimed, "warm": warm}
-        self._sorted_pools: set[int] = set()  # pools are ordered lazily, when a claim draws from them
 
         room = spec.max_pods - live
-        self._create_budget = max_creates if max_creates is not None else 1 << 60
+        scratch = _Pass(max_creates if max_creates is not None else 1 << 60)  # pools are ordered lazily
         free = {entry.name: _free_indices(used_indices.get(entry.name, set())) for entry in spec.images}
 
         for claim in sorted(claims_by_name.values(), key=lambda c: (c.created, c.name)):
-            room = self._serve_claim(plan, fleet, spec, claim, bound, warm_ready, warm_pending, arriving, free,
-                                     claim_failures.get(claim.name, 0), room, now)
+            room = self._serve_claim(plan, scratch, fleet, spec, claim, bound, warm_ready, warm_pending, arriving,
+                                     free, claim_failures.get(claim.name, 0), room, now)
 
         for entry in spec.images:
             if entry.name in acc.quarantined:
@@ -215,11 +250,11 @@ class FleetPlanner:
             ready, pending = warm_ready.get(entry.name, []), warm_pending.get(entry.name, [])
             supply = len(ready) + len(pending) + resetting.get(entry.name, 0) + arriving.get(entry.name, 0)
             for _ in range(max(0, entry.warm - supply)):
-                if room <= 0 or self._create_budget <= 0:
+                if room <= 0 or scratch.create_budget <= 0:
                     break
-                self._create_budget -= 1
+                scratch.create_budget -= 1
                 pod = self._build(fleet, spec, entry, next(free[entry.name]), None, now)
-                plan.creates.append(Create(pod, PRIORITY_WARM, None))
+                plan.creates.append(Create(pod, None))
                 room -= 1
             excess = supply - entry.warm
             if excess <= 0:
@@ -229,9 +264,9 @@ class FleetPlanner:
                 plan.deletes.append(Delete(view.name, "warm pool above target"))
 
         trimmed = {d.name for d in plan.deletes}
-        self._sorted_spares: set[int] = set()
-        self.spare_ready = {image: [v for v in pool if v.name not in trimmed]
-                            for image, pool in warm_ready.items()}  # sorted by the first fast_bind that uses it
+        memory.spares_sorted = set()
+        memory.spare_ready = {image: [v for v in pool if v.name not in trimmed]
+                              for image, pool in warm_ready.items()}  # sorted by the first fast_bind that uses it
         counts["failedTotal"] = acc.failed_total
         plan.status = {**counts, **acc.status_fields(),
                        "observedGeneration": fleet.get("metadata", {}).get("generation", 0)}
@@ -259,7 +294,7 @@ class FleetPlanner:
             self._set_claim(plan, claim, {"phase": "Released", "reason": reason, "podName": view.name})
         return recycle
 
-    def _serve_claim(self, plan: Plan, fleet: dict[str, Any], spec: FleetSpec, claim: ClaimView,
+    def _serve_claim(self, plan: Plan, scratch: _Pass, fleet: dict[str, Any], spec: FleetSpec, claim: ClaimView,
                      bound: dict[str, PodView], warm_ready: dict[str, list[PodView]],
                      warm_pending: dict[str, list[PodView]], arriving: dict[str, int],
                      free: dict[str, Iterator[int]], new_failures: int, room: int, now: float) -> int:
@@ -287,7 +322,7 @@ class FleetPlanner:
             if claim.pod_name == view.name and claim.attempts == attempts \
                     and claim.phase == ("Bound" if view.ready else "Pending"):
                 return room  # the common case at scale: already recorded, nothing to build or compare
-            sent = self._claim_status_sent.get(claim.uid or claim.name) or {}
+            sent = self.memory.claim_status_sent.get(claim.uid or claim.name) or {}
             if sent.get("podName") == view.name and sent.get("attempts", 0) == attempts \
                     and sent.get("phase") == ("Bound" if view.ready else "Pending"):
                 return room  # our write saying exactly this is in flight or not yet watched: no second write
@@ -303,9 +338,9 @@ class FleetPlanner:
                               f"no sandbox ready within {claim.deadline_seconds}s", now, room)
         for pool, source in ((warm_ready.get(claim.image), "warm"), (warm_pending.get(claim.image), "warm")):
             if pool:
-                if id(pool) not in self._sorted_pools:  # recycled pods first (proven), then longest idle
+                if id(pool) not in scratch.sorted_pools:  # recycled pods first (proven), then longest idle
                     pool.sort(key=lambda v: (v.uses, -v.idle_since))
-                    self._sorted_pools.add(id(pool))
+                    scratch.sorted_pools.add(id(pool))
                 view = pool.pop()
                 served = "recycled" if view.uses > 0 else source
                 plan.pod_patches.append(binding_patch(view, claim.name, False, view.uses + 1, now))
@@ -322,11 +357,11 @@ class FleetPlanner:
         if room <= 0:
             self._set_claim(plan, claim, {"phase": "Pending", "reason": "FleetAtMaxPods", "attempts": attempts})
             return room
-        if self._create_budget <= 0:
+        if scratch.create_budget <= 0:
             return room  # the write queue is full; the next plan creates it
-        self._create_budget -= 1
+        scratch.create_budget -= 1
         pod = self._build(fleet, spec, entry, next(free[entry.name]), claim.name, now)
-        plan.creates.append(Create(pod, PRIORITY_CLAIM, claim.name))
+        plan.creates.append(Create(pod, claim.name))
         plan.served[claim.name] = "on-demand"
         self._set_claim(plan, claim, {"phase": "Pending", "podName": pod["metadata"]["name"],
                                       "servedFrom": "on-demand", "attempts": attempts})
@@ -341,16 +376,17 @@ class FleetPlanner:
         as if it had made the decision itself."""
         if claim.deleting or claim.release or claim.pod_name or claim.phase != "Pending" or claim.attempts:
             return None
-        if (claim.uid or claim.name) in self._claim_status_sent or now - claim.created > claim.deadline_seconds:
+        memory = self.memory
+        if (claim.uid or claim.name) in memory.claim_status_sent or now - claim.created > claim.deadline_seconds:
             return None
-        if spec.image(claim.image) is None or claim.image in self.accounting.quarantined:
+        if spec.image(claim.image) is None or claim.image in memory.accounting.quarantined:
             return None
-        pool = self.spare_ready.get(claim.image)
+        pool = memory.spare_ready.get(claim.image)
         if not pool:
             return None
-        if id(pool) not in self._sorted_spares:  # the order _serve_claim uses: pop() gives the same pod
+        if claim.image not in memory.spares_sorted:  # the order _serve_claim uses: pop() gives the same pod
             pool.sort(key=lambda v: (v.uses, -v.idle_since))
-            self._sorted_spares.add(id(pool))
+            memory.spares_sorted.add(claim.image)
         view = None
         while pool and view is None:
             view = take(pool.pop())
@@ -370,16 +406,17 @@ class FleetPlanner:
         thousands of pods per second must not rebuild identical specs (nothing mutates them)."""
         meta = fleet["metadata"]
         key = (meta.get("uid"), meta.get("generation"), entry.name)
-        template = self._templates.get(key)
+        templates = self.memory.templates
+        template = templates.get(key)
         if template is None:
-            template = self._templates[key] = build_pod(fleet, spec, entry, 0, now=now)["spec"]
+            template = templates[key] = build_pod(fleet, spec, entry, 0, now=now)["spec"]
         pod = pod_metadata(fleet, entry, index, claim, now)
         pod["spec"] = template
         return pod
 
     def forget_claim_status(self, claim_uid_or_name: str) -> None:
         """A status write failed: let the next plan send it again."""
-        self._claim_status_sent.pop(claim_uid_or_name, None)
+        self.memory.claim_status_sent.pop(claim_uid_or_name, None)
 
     def _fail(self, plan: Plan, claim: ClaimView, reason: str, message: str, now: float, room: int) -> int:
         self._set_claim(plan, claim, {"phase": "Failed", "reason": reason, "message": message[:300]}, now)
@@ -391,9 +428,10 @@ class FleetPlanner:
         if finished_at is not None:
             merged["finishedAtEpoch"] = f"{finished_at:.3f}"
         comparable = {k: v for k, v in merged.items() if k != "finishedAtEpoch"}
-        previous = self._claim_status_sent.get(claim.uid or claim.name)
+        sent = self.memory.claim_status_sent
+        previous = sent.get(claim.uid or claim.name)
         current = {k: v for k, v in claim.status.items() if k != "finishedAtEpoch"}
         if comparable == current or comparable == previous:
             return
-        self._claim_status_sent[claim.uid or claim.name] = comparable
+        sent[claim.uid or claim.name] = comparable
         plan.claim_status[claim.name] = merged

@@ -7,7 +7,7 @@ from typing import Iterator
 import pytest
 from kubernetes import client
 
-from envfarm.fleet.emulator import EmulatedCluster
+from envfarm.testing.kube_emulator import EmulatedCluster
 
 NS = "envfarm-sandboxes"
 

@@ -1,10 +1,10 @@
 """Claims are bound between full plans (the fast path) and their writes go before warm-pool creates.
-Driven in simulated time (envfarm/fleet/sim.py) through the real controller; no timing thresholds."""
+Driven in simulated time (envfarm/testing/fleet_sim.py) through the real controller; no timing thresholds."""
 
 from __future__ import annotations
 
 from envfarm.fleet import labels as L
-from envfarm.fleet.sim import ClusterModel, ReconcileLoop, Sim, SimCluster, build_controller
+from envfarm.testing.fleet_sim import ClusterModel, ReconcileLoop, Sim, SimCluster, build_controller
 from envfarm.fleet.views import ClaimView
 
 NS = "envfarm-sandboxes"

@@ -14,7 +14,7 @@ from prometheus_client import generate_latest
 from envfarm.fleet import labels as L
 from envfarm.fleet.api import KubeApi
 from envfarm.fleet.controller import ControllerConfig, FleetController
-from envfarm.fleet.emulator import EmulatedCluster, FakeKubelet, Fault
+from envfarm.testing.kube_emulator import EmulatedCluster, FakeKubelet, Fault
 
 NS = "envfarm-sandboxes"
 GROUP = ("envfarm.io", "v1alpha1", NS)

@@ -10,7 +10,8 @@ import pytest
 from kubernetes import client
 
 from envfarm.fleet.api import ApiCallError, KubeApi
-from envfarm.fleet.emulator import EmulatedCluster, Fault, merge_patch, selector_matches
+from envfarm.testing.kube_emulator import EmulatedCluster, Fault
+from envfarm.testing.kube_objects import merge_patch, selector_matches
 
 NS = "ns"
 MERGE = "application/merge-patch+json"

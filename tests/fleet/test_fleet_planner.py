@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from envfarm.fleet import labels as L
-from envfarm.fleet.emulator import image_pull_failure, running_status
+from envfarm.testing.kube_objects import image_pull_failure, running_status
 from envfarm.fleet.planner import FleetPlanner, Plan
 from envfarm.fleet.spec import parse_fleet_spec
 from envfarm.fleet.views import ClaimView, PodView
@@ -152,13 +152,33 @@ def test_recycled_pod_is_served_first_and_marked_recycled() -> None:
     assert plan.served == {"c": "recycled"} and plan.pod_patches[0].name == "f-a-00005"
 
 
-def test_same_view_gives_the_same_decisions() -> None:
-    f = fleet()
-    pods = materialize(plan_for(FleetPlanner(), f, []), {"phase": "Pending"})
-    a = plan_for(FleetPlanner(), f, pods, [claim("c0"), claim("c1")])
-    b = plan_for(FleetPlanner(), f, pods, [claim("c0"), claim("c1")])
-    assert [c.pod["metadata"]["name"] for c in a.creates] == [c.pod["metadata"]["name"] for c in b.creates]
-    assert a.served == b.served and a.claim_status == b.claim_status
+def test_planning_twice_over_the_same_world_repeats_the_pod_decisions_and_no_claim_write() -> None:
+    """The docstring's idempotence, on one planner: the second plan sees the same world (nothing watched
+    in between, nothing recorded in flight) and the memory the first plan left."""
+    f = fleet(maxPods=6)  # 1 ready + 3 starting warm pods and an evicted one: 4 claims bound, 2 on demand, 1 unknown
+    planner = FleetPlanner()
+    warm = materialize(plan_for(FleetPlanner(), f, []), {"phase": "Pending"})
+    ready = PodView.from_pod({"metadata": {"name": "f-a-00007", "uid": "r7", "resourceVersion": "4",
+                                           "labels": {L.FLEET: "f", L.IMAGE: "a"}}, "status": running_status()}, NOW)
+    evicted = PodView.from_pod({"metadata": {"name": "f-a-00008", "uid": "e8", "labels": {L.FLEET: "f", L.IMAGE: "a"}},
+                                "status": {"phase": "Failed", "reason": "Evicted"}}, NOW)
+    world = [*warm, ready, evicted]
+    claims = [claim(f"c{i}") for i in range(6)] + [claim("x", image="nope")]
+
+    def decisions(plan: Plan) -> tuple:
+        return ([(c.pod["metadata"]["name"], c.claim) for c in plan.creates], [(d.name, d.reason) for d in plan.deletes],
+                [(p.name, p.patch) for p in plan.pod_patches], plan.served, plan.resets)
+
+    first = plan_for(planner, f, world, claims)
+    second = plan_for(planner, f, world, claims)
+    assert first.creates and first.pod_patches and first.deletes and first.claim_status  # the check has teeth
+    assert decisions(second) == decisions(first)
+    assert decisions(first) == decisions(plan_for(FleetPlanner(), f, world, claims))  # memory changes no pod decision
+    assert second.claim_status == {}  # every status the first plan sent is remembered, none is sent twice
+    assert [v.name for v, _ in first.failures] == ["f-a-00008"] and second.failures == []  # counted once
+    assert planner.accounting.failures == {"Evicted": 1}
+    planner.forget_claim_status("uid-c0")  # that write failed: the next plan sends it again, and only it
+    assert list(plan_for(planner, f, world, claims).claim_status) == ["c0"]
 
 
 def test_warm_pool_above_target_is_trimmed_and_idle_pods_are_reaped() -> None:

@@ -22,6 +22,9 @@ replaces its storage with a versioned one that behaves as the Kubernetes API doc
 
 Fault injection (429 with Retry-After, 5xx, 409s, dropped watches) is part of the class so tests and
 local runs can reproduce the storms the controller must survive.
+
+It subclasses kmock's emulator and uses one private kmock module (`kmock._internal.rendering`, the
+parsed request), so it is pinned with kmock in the `test` extra and never imported by runtime code.
 """
 
 from __future__ import annotations
@@ -37,10 +40,17 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp.web
-import attrs
-import kmock
-from kmock._internal import rendering
+from envfarm.errors import EnvfarmError
+from envfarm.testing.kube_objects import image_pull_failure, merge_patch, running_status, selector_matches
+
+try:
+    import aiohttp.web
+    import attrs
+    import kmock
+    from kmock._internal import rendering
+except ImportError as _missing:  # the runtime install has no test extra
+    raise EnvfarmError(f"envfarm.testing.kube_emulator needs kmock, which is not installed ({_missing})",
+                       "pip install 'envfarm[test]' (kmock and pytest-asyncio are test-only dependencies)") from None
 
 ResKey = tuple[str, str, str]  # (group, version, plural)
 ObjKey = tuple[ResKey, str | None, str]
@@ -71,41 +81,6 @@ class Stats:
     def total(self, verb: str | None = None, plural: str | None = None) -> int:
         return sum(n for (v, p, _), n in self.calls.items()
                    if (verb is None or v == verb) and (plural is None or p == plural))
-
-
-def merge_patch(target: Any, patch: Any) -> Any:
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = merge_patch(result.get(key), value)
-    return result
-
-
-def selector_matches(selector: str | None, labels: dict[str, str]) -> bool:
-    if not selector:
-        return True
-    for term in selector.split(","):
-        term = term.strip()
-        if not term:
-            continue
-        if "!=" in term:
-            key, value = term.split("!=", 1)
-            if labels.get(key.strip()) == value.strip():
-                return False
-        elif "=" in term:
-            key, value = term.replace("==", "=").split("=", 1)
-            if labels.get(key.strip()) != value.strip():
-                return False
-        elif term.startswith("!"):
-            if term[1:] in labels:
-                return False
-        elif term not in labels:
-            return False
-    return True
 
 
 def _now() -> str:
@@ -435,17 +410,6 @@ class EmulatedCluster:
 
     def objects(self, plural: str, namespace: str | None = None) -> list[dict[str, Any]]:
         return self.run(self._snapshot(plural, namespace))
-
-
-def running_status(ip: str = "10.0.0.1") -> dict[str, Any]:
-    return {"phase": "Running", "podIP": ip,
-            "conditions": [{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "True"}],
-            "containerStatuses": [{"name": "sandbox", "ready": True, "state": {"running": {}}}]}
-
-
-def image_pull_failure(message: str = "manifest unknown: not found") -> dict[str, Any]:
-    return {"phase": "Pending", "containerStatuses": [
-        {"name": "sandbox", "ready": False, "state": {"waiting": {"reason": "ErrImagePull", "message": message}}}]}
 
 
 class FakeKubelet:

@@ -1,5 +1,13 @@
 """A discrete-event model of an API server and a cluster, driving the real controller code.
 
+Test and benchmark tooling (bench/fleet.py, tests/fleet), not runtime code: it lives in
+`envfarm.testing` so that `envfarm/fleet/` holds only what a controller runs. It needs no kmock.
+
+The controller is the real `FleetController`, built with two injected parts instead of patched
+internals: its caches (`SimStore`, filled by the modelled watch through `deliver`) and its executor
+(`SimExecutor`); it is started with `start(loops=False)` and `ReconcileLoop` drives its reconcile
+passes in simulated time through the public `take_dirty` / `reconcile_dirty` / `enqueue_all`.
+
 What is real: `FleetController.reconcile` and `_apply` (so the planner, expectations, pod specs,
 claim handling, status throttling), the event handlers, `PodView` transforms, the `TokenBucket` and the
 backoff policy. What is modelled: the executor's thread pool (max_in_flight concurrent slots, each
@@ -25,12 +33,12 @@ from typing import Any, Callable
 
 from envfarm.fleet import labels as L
 from envfarm.fleet.api import ApiCallError
+from envfarm.fleet.cache import CacheSpec
 from envfarm.fleet.controller import ControllerConfig, FleetController
-from envfarm.fleet.emulator import merge_patch, running_status
 from envfarm.fleet.executor import Op
 from envfarm.fleet.metrics import FleetMetrics
 from envfarm.fleet.ratelimit import MAX_ATTEMPTS, TokenBucket, backoff_delay, is_retryable
-from envfarm.fleet.views import ClaimView, PodView
+from envfarm.testing.kube_objects import merge_patch, running_status
 
 EPOCH = 1_800_000_000.0
 
@@ -85,13 +93,30 @@ class Sim:
 
 
 class SimStore:
-    """The WatchCache's read interface over views delivered by the simulated watch."""
+    """The controller's `Cache` over objects the simulated watch delivers (always synced: no list)."""
 
-    def __init__(self, index_key: Callable[[Any], str]) -> None:
-        self.index_key = index_key
+    def __init__(self, spec: CacheSpec, clock: Callable[[], float]) -> None:
+        self.spec, self.kind, self.clock = spec, spec.kind, clock
+        self.index_key = spec.index_key
         self._items: dict[str, Any] = {}
         self._index: dict[str, dict[str, Any]] = {}
         self.synced = True
+
+    def start(self) -> "SimStore":
+        return self
+
+    def wait_synced(self, timeout: float = 30.0) -> bool:
+        return True
+
+    def stop(self) -> None:
+        pass
+
+    def deliver(self, name: str, obj: dict[str, Any] | None) -> None:
+        """One watch event (obj None: DELETED): store its view, then tell the controller, as WatchCache does."""
+        view = None if obj is None else self.spec.transform(obj, self.clock())
+        old = self.put(name, view)
+        kind = "DELETED" if view is None else "ADDED" if old is None else "MODIFIED"
+        self.spec.on_event(kind, old, view)
 
     def put(self, name: str, view: Any | None) -> Any | None:
         old = self._items.pop(name, None)
@@ -166,6 +191,7 @@ class SimCluster:
         self.prepulled: set[str] = set()  # images with a pre-pull DaemonSet
         self.cold_pulled: set[tuple[int, str]] = set()
         self.controller: FleetController | None = None
+        self.stores: dict[str, SimStore] = {}  # kind -> the controller's cache of it
         self.claim_bound_at: dict[str, float] = {}
         self.on_bound: Callable[[str, float], None] | None = None  # (claim, time the worker sees it)
         self.claim_created_at: dict[str, float] = {}
@@ -182,21 +208,11 @@ class SimCluster:
         self.sim.at(when, self._on_watch, kind, name, obj)
 
     def _on_watch(self, kind: str, name: str, obj: dict[str, Any] | None) -> None:
-        ctl = self.controller
-        if ctl is None:
+        store = self.stores.get(kind)
+        if store is None:
             return
         started = time.process_time()
-        if kind == "pods":
-            view = PodView.from_pod(obj, self.sim.now) if obj is not None else None
-            old = ctl.pods.put(name, view)
-            ctl._on_pod("DELETED" if view is None else "MODIFIED", old, view)
-        elif kind == "claims":
-            view = ClaimView.from_claim(obj, self.sim.now) if obj is not None else None
-            old = ctl.claims.put(name, view)
-            ctl._on_claim("MODIFIED", old, view)
-        else:
-            old = ctl.fleets.put(name, obj)
-            ctl._on_fleet("MODIFIED", old, obj)
+        store.deliver(name, obj)
         self.counters.controller_cpu += time.process_time() - started
 
     def _meta(self, obj: dict[str, Any]) -> dict[str, Any]:
@@ -278,7 +294,7 @@ class SimCluster:
             obj["spec"] = merge_patch(obj.get("spec"), patch["spec"])
         store[name] = obj
         self._ok("patch", plural)
-        self._deliver(plural if plural == L.FLEET_PLURAL else "claims", name, obj)
+        self._deliver(plural, name, obj)
         return obj
 
     def patch_custom_status(self, namespace: str, plural: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
@@ -298,7 +314,7 @@ class SimCluster:
                 self.claim_bound_at[name] = self.sim.now + self.sim.lognormal(self.model.watch_delay_median, 0.4)
                 if self.on_bound is not None:
                     self.on_bound(name, self.claim_bound_at[name])
-            self._deliver("claims", name, obj)
+            self._deliver(L.CLAIM_PLURAL, name, obj)
         else:
             self._deliver(plural, name, obj)
         return obj
@@ -310,7 +326,7 @@ class SimCluster:
         if obj is None:
             raise ApiCallError(404, "NotFound")
         self._ok("delete", plural)
-        self._deliver("claims" if plural == L.CLAIM_PLURAL else plural, name, None)
+        self._deliver(plural, name, None)
         return obj
 
     def apply_daemonset(self, namespace: str, daemonset: dict[str, Any]) -> dict[str, Any]:
@@ -328,7 +344,7 @@ class SimCluster:
         self.claims[name] = obj
         self.claim_created_at[name] = self.sim.now
         self.counters.add("create", "sandboxclaims(worker)", 201)
-        self._deliver("claims", name, obj)
+        self._deliver(L.CLAIM_PLURAL, name, obj)
 
     def worker_release_claim(self, name: str, release: str) -> None:
         obj = self.claims.get(name)
@@ -337,7 +353,7 @@ class SimCluster:
         obj = {**obj, "spec": {**obj["spec"], "release": release}, "metadata": {**obj["metadata"], "resourceVersion": str(next(self._rv))}}
         self.claims[name] = obj
         self.counters.add("patch", "sandboxclaims(worker)", 200)
-        self._deliver("claims", name, obj)
+        self._deliver(L.CLAIM_PLURAL, name, obj)
 
     def create_fleet(self, name: str, spec: dict[str, Any]) -> None:
         obj = {"apiVersion": L.API_VERSION, "kind": "SandboxFleet",
@@ -437,6 +453,15 @@ class SimExecutor:
     def drain(self) -> None:
         self._queue.clear()
 
+    def start(self) -> "SimExecutor":
+        return self
+
+    def stop(self) -> None:
+        self._queue.clear()
+
+    def wait_idle(self, timeout: float) -> bool:
+        return self.pending == 0  # simulated time only advances in Sim.run_until
+
     def _pump(self) -> None:
         while self.running < self.max_in_flight and self._queue:
             op = heapq.heappop(self._queue)
@@ -480,14 +505,15 @@ def build_controller(sim: Sim, cluster: SimCluster, qps: float, burst: int, max_
                      resetter: Callable[[str, str, str], bool] | None = None) -> FleetController:
     config = ControllerConfig(namespace=cluster.namespace, qps=qps, burst=burst, max_in_flight=max_in_flight,
                               status_interval=1.0, coalesce_seconds=0.05)
-    ctl = FleetController(cluster, config, resetter=resetter, clock=sim.clock)  # type: ignore[arg-type]
-    ctl.pods = SimStore(lambda v: v.fleet)  # type: ignore[assignment]
-    ctl.claims = SimStore(lambda c: c.fleet)  # type: ignore[assignment]
-    ctl.fleets = SimStore(lambda obj: "all")  # type: ignore[assignment]
-    ctl.executor = SimExecutor(sim, cluster, ctl.bucket, max_in_flight)  # type: ignore[assignment]
-    ctl._acting.set()
+
+    def store(spec: CacheSpec) -> SimStore:
+        cluster.stores[spec.kind] = SimStore(spec, sim.clock)
+        return cluster.stores[spec.kind]
+
+    ctl = FleetController(cluster, config, resetter=resetter, clock=sim.clock,  # type: ignore[arg-type] # SimCluster has KubeApi's methods
+                          caches=store, executor=lambda bucket, slots, on_depth: SimExecutor(sim, cluster, bucket, slots))
     cluster.controller = ctl
-    return ctl
+    return ctl.start(loops=False)  # caches "synced", no lease (leader_elect is off): it acts at once
 
 
 class ReconcileLoop:
@@ -504,8 +530,7 @@ class ReconcileLoop:
     def _tick(self) -> None:
         if self.stopped:
             return
-        with self.ctl._wake:
-            dirty, self.ctl._dirty = self.ctl._dirty, set()
+        dirty = self.ctl.take_dirty()
         cost = 0.0
         if dirty:
             started = time.process_time()
