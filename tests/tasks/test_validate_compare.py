@@ -30,3 +30,10 @@ def test_missing_before_counts_as_failing_and_flaky_after_is_dropped():
 def test_xfail_counts_as_success_skip_does_not():
     f2p, p2p, _ = compare([run("before", t__a=S.SKIPPED, t__b=S.XFAIL)], [run("after", t__a=S.PASSED, t__b=S.XFAIL)])
     assert f2p == ["t::a"] and p2p == ["t::b"]
+
+
+def test_a_test_skipped_in_both_states_is_listed_nowhere():
+    # Grading would keep a skipped PASS_TO_PASS test (SWE-bench's rule), but a skip in the miner's own
+    # environment proves nothing about the fix, so it never enters a list.
+    f2p, p2p, flaky = compare([run("before", t__a=S.FAILED, t__s=S.SKIPPED)], [run("after", t__a=S.PASSED, t__s=S.SKIPPED)])
+    assert (f2p, p2p, flaky) == (["t::a"], [], [])

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from envfarm.sandbox.protocol import ExecResult
 from envfarm.task import InstallConfig, TaskSpec
+from envfarm.verifiers.run import selected_test_files
 from envfarm.verifiers.swe import build_test_command, grade_run, patched_paths
 
 TEST_PATCH = """\
@@ -57,6 +58,63 @@ def test_patched_paths_and_pytest_command():
     assert cmd.endswith(" tests/test_calc.py")
     go = build_test_command(make_task(test_cmd="gotestsum --junitfile {report} ./...", log_parser="junit"), "/tmp/r.xml")
     assert go == "gotestsum --junitfile /tmp/r.xml ./..."
+
+
+MIXED_TEST_PATCH = """\
+diff --git a/tests/conftest.py b/tests/conftest.py
+--- a/tests/conftest.py
++++ b/tests/conftest.py
+@@ -1 +1,2 @@
+ import pytest
++FIXTURE = 1
+diff --git a/tests/test_new.py b/tests/test_new.py
+new file mode 100644
+--- /dev/null
++++ b/tests/test_new.py
+@@ -0,0 +1,2 @@
++def test_new():
++    assert True
+diff --git a/tests/test_gone.py b/tests/test_gone.py
+deleted file mode 100644
+--- a/tests/test_gone.py
++++ /dev/null
+@@ -1,2 +0,0 @@
+-def test_gone():
+-    assert True
+diff --git a/tests/data/cases.json b/tests/data/cases.json
+--- a/tests/data/cases.json
++++ b/tests/data/cases.json
+@@ -1 +1 @@
+-[]
++[1]
+diff --git a/tests/test_old.py b/tests/test_old.py
+--- a/tests/test_old.py
++++ b/tests/test_old.py
+@@ -1,2 +1,2 @@
+ def test_old():
+-    assert 1
++    assert 2
+diff --git a/tests/myconftest.py b/tests/myconftest.py
+--- a/tests/myconftest.py
++++ b/tests/myconftest.py
+@@ -1 +1 @@
+-A = 1
++A = 2
+"""
+
+
+def test_selected_test_files_are_added_or_modified_python_files_except_conftest():
+    assert selected_test_files(MIXED_TEST_PATCH) == ["tests/test_new.py", "tests/test_old.py", "tests/myconftest.py"]
+    assert selected_test_files("") == []
+    # Every path the patch touches is still restored, conftest and deleted files included.
+    assert patched_paths(MIXED_TEST_PATCH) == [
+        "tests/conftest.py", "tests/data/cases.json", "tests/myconftest.py", "tests/test_gone.py", "tests/test_new.py", "tests/test_old.py",
+    ]
+    cmd = build_test_command(make_task(test_cmd="python -m pytest").model_copy(update={"test_patch": MIXED_TEST_PATCH}), "/tmp/r.xml")
+    assert cmd.endswith(" tests/test_new.py tests/test_old.py tests/myconftest.py")
+    # Directives the miner recorded win over the rule (an imported task may name its own).
+    recorded = make_task(test_cmd="python -m pytest").model_copy(update={"extra": {"test_directives": ["tests/test_x.py"]}})
+    assert build_test_command(recorded, "/tmp/r.xml").endswith("--junitxml=/tmp/r.xml tests/test_x.py")
 
 
 def test_honest_fix_is_resolved(tmp_path):
@@ -142,3 +200,15 @@ def test_forged_verbose_line_for_a_test_that_never_ran_is_caught():
 
     result = grade(parse_log("pytest", log), ["tests/test_calc.py::test_fixed"], ["tests/test_calc.py::test_old"], exit_code=0)
     assert not result.resolved and "2 PASSED lines in the verbose output but pytest counted 1" in result.suspicious[0]
+
+
+def test_exit_code_zero_with_failures_in_the_record_is_caught():
+    """A command that swallows the runner's exit status (`... || true`, a wrapper script) hides a crash
+    as well as a failure: the verifier and the miner both refuse such a run."""
+    log = "test_fixed (m.T) ... ok\ntest_old (m.T) ... FAIL\n\n----\nRan 2 tests in 0.0s\n\nFAILED (failures=1)\n"
+    task = make_task(log_parser="unittest", test_cmd="python -m unittest -v || true").model_copy(
+        update={"FAIL_TO_PASS": ["test_fixed (m.T)"], "PASS_TO_PASS": ["test_old (m.T)"]}
+    )
+    reward = grade_run(task, ExecResult(0, log, False, 0.1), None, partial_credit=True)
+    assert reward.value == 0.0 and not reward.passed  # partial credit would have given 0.5
+    assert "the runner exited 0 but 1 test(s) failed: ['test_old (m.T)']" in reward.details["grade"]["suspicious"]
