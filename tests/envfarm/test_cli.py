@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import time
 
 import pytest
+
+from envfarm.sandbox.docker import LABEL_HOST, LABEL_PID, LABEL_RUN
 
 CLI = [sys.executable, "-m", "envfarm.cli"]
 
@@ -42,11 +46,19 @@ def test_bad_database_url_is_one_clear_line() -> None:
 
 
 @pytest.mark.engine
-def test_exec_with_a_bad_timeout_is_rejected(base_image) -> None:  # type: ignore[no-untyped-def]
-    result = run("exec", base_image, "true", "--timeout", "0")
-    assert result.returncode == 2 and "timeout must be a positive" in result.stderr
-    # nothing leaked: the sandbox started for the command was removed
-    assert "Traceback" not in result.stderr
+def test_exec_with_a_bad_timeout_is_rejected_and_its_sandbox_removed(engine_client, base_image) -> None:  # type: ignore[no-untyped-def]
+    """The timeout is checked only once the sandbox runs, so the error path must still remove it. The CLI's
+    pid is in its containers' envfarm.io labels: the engine's events show that one was created and removed,
+    and no container with those labels is left."""
+    since = int(time.time())
+    proc = subprocess.Popen([*CLI, "exec", base_image, "true", "--timeout", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 2 and "timeout must be a positive" in stderr and "Traceback" not in stderr
+    labels = [f"{LABEL_RUN}=adhoc", f"{LABEL_PID}={proc.pid}", f"{LABEL_HOST}={socket.gethostname()}"]
+    assert engine_client.containers.list(all=True, filters={"label": labels}) == []
+    events = engine_client.events(since=since, until=int(time.time()) + 1, decode=True, filters={"type": "container", "label": labels})
+    actions = [event.get("Action") or event.get("status") for event in events]
+    assert "create" in actions and "remove" in actions, actions
 
 
 def test_recipe_file_errors_name_the_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
