@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from envfarm.errors import EnvfarmError
 from envfarm.sandbox.backend import SandboxBackend
+from envfarm.trainer.loop.family import FAMILIES, family_names
 from envfarm.trainer.paths import TINY_CHECKPOINT as TINY
 from envfarm.trainer.scheduler import SchedulerConfig
 
@@ -29,9 +30,16 @@ class PolicyCfg(_Strict):
 
 
 class TasksCfg(_Strict):
-    family: Literal["func", "swe"] = "func"
+    family: str = Field("func", description="a registered task family (trainer/loop/family.py FAMILIES): func | swe")
     names: list[str] = Field(default_factory=list, description="func: subset of the demo family; empty = all")
     ids: list[str] = Field(default_factory=list, description="swe: instance ids in the store; empty = every validated SWE task")
+
+    @model_validator(mode="after")
+    def _registered(self) -> "TasksCfg":
+        if self.family not in FAMILIES:
+            raise ValueError(f"tasks.family={self.family!r} is not a registered task family: set tasks.family to one of "
+                             f"{', '.join(FAMILIES)}")
+        return self
 
 
 class AgentCfg(_Strict):
@@ -135,15 +143,16 @@ class RunConfig(_Strict):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "RunConfig":
-        if self.rollout.partial.enabled and self.tasks.family != "func":
-            raise ValueError("rollout.partial.enabled is implemented for tasks.family=func only (agent episodes are not "
-                             "resumable yet): set rollout.partial.enabled=false")
+        family = FAMILIES[self.tasks.family]
+        if self.rollout.partial.enabled and not family.partial_rollouts:
+            raise ValueError(f"rollout.partial.enabled is implemented for tasks.family={'|'.join(family_names(partial_rollouts=True))} "
+                             "only (agent episodes are not resumable yet): set rollout.partial.enabled=false")
         if self.sandbox.backend == "kubernetes":
             k = self.sandbox.kubernetes
-            if self.tasks.family != "func" and not k.fleet:
-                raise ValueError("sandbox.backend=kubernetes grades tasks.family=func only from listed pods (SWE episodes need "
-                                 "a pod per instance image): set sandbox.kubernetes.fleet to claim them from a SandboxFleet, "
-                                 "or use sandbox.backend=docker")
+            if not family.shared_sandbox and not k.fleet:
+                raise ValueError(f"sandbox.backend=kubernetes grades tasks.family={'|'.join(family_names(shared_sandbox=True))} "
+                                 f"only from listed pods ({self.tasks.family} episodes need a pod per task image): set "
+                                 "sandbox.kubernetes.fleet to claim them from a SandboxFleet, or use sandbox.backend=docker")
             if not k.fleet and len(k.pods) < self.rollout.num_workers:
                 raise ValueError(f"sandbox.kubernetes.pods names {len(k.pods)} pod(s) for {self.rollout.num_workers} rollout "
                                  "worker(s): list one running sandbox pod per worker, e.g. sandbox.kubernetes.pods=[sandbox-0]")

@@ -19,6 +19,7 @@ import torch
 
 from envfarm.trainer.loop import payload
 from envfarm.trainer.loop.config import PartialCfg
+from envfarm.trainer.loop.family import GroupWork
 from envfarm.trainer.rollout.result import Completion
 from envfarm.trainer.rollout.sampling import SamplingParams
 
@@ -55,24 +56,23 @@ class Member:
                                      segment.finish_reason)
 
 
-def members(work: dict[str, Any], group_size: int, prompt: list[int]) -> list[Member]:
+def members(work: GroupWork, group_size: int, prompt: list[int]) -> list[Member]:
     """The group's members: fresh ones for new work, or decoded from the state a previous call parked."""
-    if "members" not in work:
+    if not work.resumed:
         return [Member(list(prompt)) for _ in range(group_size)]
     out = []
-    for state in work["members"]:
+    for state in work.members:
         c = payload.decode(state["payload"])
         out.append(Member(c.prompt, c, list(state["versions"])))
     return out
 
 
-def park(work: dict[str, Any], group: list[Member], version: int) -> dict[str, Any]:
-    """The JSON state of an unfinished group; `started_version` survives every continuation."""
+def park(work: GroupWork, group: list[Member]) -> GroupWork:
+    """The group with its members' JSON state; `started_version` survives every continuation."""
     states = [{"payload": payload.encode(m.completion), "versions": m.versions} for m in group if m.completion is not None]
     if len(states) != len(group):  # a member never generated (only possible with a zero budget): start it over
         states = []
-    out = {"group_id": work["group_id"], "task_id": work["task_id"], "started_version": int(work.get("started_version", version))}
-    return {**out, "members": states} if states else out
+    return GroupWork(work.group_id, work.task_id, work.started_version, states)
 
 
 def extend(policy: Any, todo: list[Member], sampling: SamplingParams, draft: str | None, cfg: PartialCfg,

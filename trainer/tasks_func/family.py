@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from envfarm.task import InstallConfig, TaskSpec
-
 
 @dataclass(frozen=True)
 class FuncTask:
@@ -23,12 +21,8 @@ class FuncTask:
     domain: str = "code"  # MOPD teacher domain
 
     def program(self, completion: str) -> str:
+        """What the sandbox runs: the prompt, the completed line (the stop newline dropped), the test."""
         return self.prompt + completion.rstrip("\n") + "\n" + self.test + "\n"
-
-    def spec(self) -> TaskSpec:
-        return TaskSpec(instance_id=f"func.{self.id}", kind="func", repo="envfarm/tasks-func", workdir="/tmp",
-                        problem_statement=self.prompt, install=InstallConfig(test_cmd="python3 -I -", log_parser="exit_code"),  # graded by grade_batch, not a log parser
-                        extra={"prompt": self.prompt, "test": self.test, "source": self.source, "domain": self.domain})
 
 
 FAMILY: tuple[FuncTask, ...] = (

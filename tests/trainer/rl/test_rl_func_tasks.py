@@ -35,4 +35,17 @@ def test_a_batch_that_overruns_raises_for_the_caller_to_retry(docker_sandbox):
 def test_unknown_task_names_are_named():
     with pytest.raises(EnvfarmError, match="unknown demo task"):
         family_tasks(["int-literal", "nope"])
-    assert all(t.spec().kind == "func" for t in FAMILY)
+
+
+def test_the_registered_family_serves_the_configured_tasks_and_their_programs():
+    """What the trainer and every worker get for tasks.family=func: the named tasks in the given order, each
+    turning a completion into the program the grader runs."""
+    from envfarm.trainer.families.func import FuncFamily
+    from envfarm.trainer.loop.config import load_config
+    from envfarm.trainer.loop.family import open_family
+
+    family = open_family(load_config(None, ["tasks.family=func", "tasks.names=[return-zero, int-literal]"]))
+    assert isinstance(family, FuncFamily)
+    assert [(t.id, t.source, t.domain) for t in family.tasks()] == [("return-zero", "func", "code"), ("int-literal", "literal", "code")]
+    assert family.tasks()[0].program(" 0\n") == "def zero():\n    return 0\nassert zero() == 0\n"
+    assert [t.id for t in open_family(load_config(None, [])).tasks()] == [t.id for t in FAMILY]  # empty names: all of them

@@ -24,26 +24,27 @@ DEMO = REPO / "trainer/configs/demo.yaml"
 def test_worker_parks_continues_and_publishes_once(ray_local, base_image, budget):
     ray = ray_local
     from envfarm.stream.ray_stream import StreamActor
+    from envfarm.trainer.loop.family import GroupWork
     from envfarm.trainer.loop.worker import RolloutWorker
 
     # A fresh (untrained) policy almost never emits the stop newline, so most rollouts need all 3 tokens.
     cfg = load_config(DEMO, ["policy.checkpoint=null", "rollout.group_size=4", "policy.max_new_tokens=3", "tasks.names=[int-literal]",
                              "rollout.partial.enabled=true", *budget])
     stream = StreamActor.remote(None, "pytest-partial", capacity=100, max_staleness=5)
-    worker = RolloutWorker(cfg.model_dump_json(), 0, "pytest", stream)
+    worker = RolloutWorker(cfg, 0, "pytest", stream)
     try:
         weights = [ray.put(worker.policy.model.state_dict())]
-        work = [{"group_id": "g1", "task_id": "int-literal", "started_version": 0}]
+        work = [GroupWork("g1", "int-literal", started_version=0)]
         first, version, calls = None, 0, []
         while True:
             stats = worker.rollout(work, weights, version)
             calls.append(stats)
-            first = first or stats["parked"]
-            if not stats["parked"]:
+            first = first or stats.parked
+            if not stats.parked:
                 break
             assert ray.get(stream.stats.remote())["accepted"] == 0  # nothing of an unfinished group is published
-            assert stats["parked"][0]["started_version"] == 0
-            work, version = stats["parked"], version + 1
+            assert stats.parked[0].started_version == 0
+            work, version = stats.parked, version + 1
             assert version < 10, "the group never finished"
         events = ray.get(stream.consume.remote(10, version)).events
         lengths = [len(payload_tokens(e)) for e in events]
@@ -53,11 +54,11 @@ def test_worker_parks_continues_and_publishes_once(ray_local, base_image, budget
             n = len(payload_tokens(e))
             assert e.policy_version == 0 and e.details["segment_versions"] == list(range(n))
             assert len(e.payload["logprobs"]) == n and e.payload["routing"]["shape"][0] == len(e.payload["prompt"]) + n
-        firsts = {m["payload"]["tokens"][0] for m in first[0]["members"]}
+        firsts = {m["payload"]["tokens"][0] for m in first[0].members}
         assert {payload_tokens(e)[0] for e in events} == firsts  # continuation kept the first segment's tokens
 
         again = worker.rollout(work, weights, version)  # a retried call (e.g. after a worker died)
-        assert again["duplicates"] == 4 and ray.get(stream.stats.remote())["accepted"] == 4
+        assert again.duplicates == 4 and ray.get(stream.stats.remote())["accepted"] == 4
     finally:
         worker.close()
         ray.kill(stream)

@@ -19,25 +19,25 @@ def test_dead_grading_sandbox_is_replaced_or_recorded(ray_local, base_image, eng
         pytest.skip(f"pretrained tiny checkpoint missing in {TINY}: run make pretrain-tiny")
     ray = ray_local
     from envfarm.stream.ray_stream import StreamActor
+    from envfarm.trainer.loop.family import GroupWork
     from envfarm.trainer.loop.worker import RolloutWorker
 
     cfg = load_config(REPO / "trainer/configs/demo.yaml", ["rollout.group_size=2", f"rollout.grade_retries={retries}",
                                                           "policy.max_new_tokens=4", "tasks.names=[int-literal]"])
     stream = StreamActor.remote(None, "pytest-worker", capacity=100)
-    worker = RolloutWorker(cfg.model_dump_json(), 0, "pytest", stream)
+    worker = RolloutWorker(cfg, 0, "pytest", stream)
     try:
         dead = worker._sandbox()
         engine_client.containers.get(dead.container.id).kill()  # the grading sandbox dies before the call
-        stats = worker.rollout([{"group_id": "g1", "task_id": "int-literal"}],
-                               [ray.put(worker.policy.model.state_dict())], 0)
+        stats = worker.rollout([GroupWork("g1", "int-literal")], [ray.put(worker.policy.model.state_dict())], 0)
         batch = ray.get(stream.consume.remote(10, 0))
         events = batch.events
         assert len(events) == 2 and {e.rollout_id for e in events} == {"g1-0", "g1-1"}
         if expect_failed:
-            assert stats["failed"] == 2 and all("failure" in e.details and e.reward == 0 for e in events)
-            assert "sandbox" in events[0].details["failure"]
+            assert stats.failed == 2 and all(e.failed and e.reward == 0 for e in events)
+            assert "sandbox" in events[0].failure
         else:
-            assert stats["failed"] == 0 and not any("failure" in e.details for e in events)
+            assert stats.failed == 0 and not any(e.failed for e in events)
             assert worker.sandbox is not None and worker.sandbox is not dead
     finally:
         worker.close()

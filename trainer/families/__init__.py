@@ -1,0 +1,3 @@
+"""The task families the RL loop trains on, one module each (the protocol and the registry are in
+trainer/loop/family.py): `func` completes one line of Python graded by a unit test in the worker's
+sandbox; `swe` runs agent episodes on mined SWE tasks in each task's image, graded by SweVerifier."""
