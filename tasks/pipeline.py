@@ -13,7 +13,6 @@ import os
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,7 +22,6 @@ from envfarm.images import ensure_image, layer_bytes
 from envfarm.images.build import ImageBuildError
 from envfarm.sandbox import Sandbox
 from envfarm.store import Store, open_store
-from envfarm.task import InstallConfig, TaskSpec
 from envfarm.tasks.candidates import Candidate, FilterConfig, Rejection, select_all
 from envfarm.tasks.envsetup import recipes_for
 from envfarm.tasks.envsetup.base import BuildOptions
@@ -34,6 +32,7 @@ from envfarm.tasks.mirror import Mirror, MirrorError
 from envfarm.tasks.sources.records import RepoActivity, SourceError
 from envfarm.tasks.store import TERMINAL, candidate_states, env_row, record_candidate, record_env, record_repo
 from envfarm.tasks.validate import InfraFailure, validate
+from envfarm.tasks.work import BuildUnit, BuiltEnv, EnvGroup, ScanUnit, Unit, ValidateUnit, WorkItem, task_spec
 
 ProgressHook = Callable[[str, int], None]
 
@@ -55,39 +54,6 @@ class MineConfig:
     @property
     def mirrors(self) -> Path:
         return self.home / "mirrors"
-
-
-@dataclass
-class WorkItem:
-    """One candidate ready for an environment, in plain data so it can travel to a Ray worker."""
-
-    instance_id: str
-    repo: str
-    pr_number: int
-    base_commit: str
-    head_commit: str
-    patch: str
-    test_patch: str
-    test_files: list[str]
-    problem_statement: str
-    created_at: str
-    source: dict[str, str]
-    link: str
-    hints_text: str = ""
-
-
-@dataclass
-class EnvGroup:
-    repo: str
-    version: str
-    env_commit: str
-    date: str | None
-    mirror_path: str
-    items: list[WorkItem]
-
-    @property
-    def key(self) -> str:
-        return f"{self.repo}@{self.version}"
 
 
 def parse_repo_line(line: str) -> tuple[str, str] | None:
@@ -114,10 +80,6 @@ def load_activity(repo: str, config: MineConfig) -> RepoActivity:
         return client.repo_activity(repo, max_prs=config.max_prs)
     finally:
         client.close()
-
-
-def _iso(value: datetime | None) -> str:
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") if value else ""
 
 
 def scan_repo(repo: str, url: str, config: MineConfig, store: Store) -> list[EnvGroup]:
@@ -147,12 +109,7 @@ def scan_repo(repo: str, url: str, config: MineConfig, store: Store) -> list[Env
     groups = []
     for version, cands in sorted(by_version.items()):
         cands.sort(key=lambda c: mirror.commit_time(c.base_commit))
-        items = [WorkItem(
-            instance_id=c.instance_id, repo=repo, pr_number=c.pull.number, base_commit=c.base_commit, head_commit=c.head_commit,
-            patch=c.split.patch, test_patch=c.split.test_patch, test_files=c.split.test_files, problem_statement=c.problem_statement,
-            created_at=_iso(c.pull.created_at), source={"pull_request": c.pull.url, **{f"issue_{i.number}": i.url for i in c.issues}}, link=c.link,
-            hints_text=c.hints_text,
-        ) for c in cands]
+        items = [WorkItem.from_candidate(c) for c in cands]
         key = f"{repo}@{version}"
         previous = env_row(store, key)
         env_commit = (previous.install_config or {}).get("environment_setup_commit") if previous and previous.status == "ok" else None
@@ -163,7 +120,7 @@ def scan_repo(repo: str, url: str, config: MineConfig, store: Store) -> list[Env
     return groups
 
 
-def build_group(group: EnvGroup, config: MineConfig, store: Store) -> dict[str, Any] | None:
+def build_group(group: EnvGroup, config: MineConfig, store: Store) -> BuiltEnv | None:
     """Build (or reuse) the group's env image; on failure every candidate of the group records why."""
     previous = env_row(store, group.key)
     if previous is not None and previous.status == "failed" and not config.retry_failed:
@@ -183,27 +140,21 @@ def build_group(group: EnvGroup, config: MineConfig, store: Store) -> dict[str, 
         for item in group.items:
             record_candidate(store, item.instance_id, group.repo, item.pr_number, "env", "env_failed", reason_class, reason, group.key)
         return None
-    return {"image": image or previous.image, "install": install or previous.install_config}
+    return BuiltEnv.from_stored(image or (previous.image if previous else ""), install)
 
 
-def validate_candidate(item: WorkItem, group: EnvGroup, env: dict[str, Any], config: MineConfig, store: Store) -> str:
+def validate_candidate(item: WorkItem, group: EnvGroup, env: BuiltEnv, config: MineConfig, store: Store) -> str:
     """Instance image + validation for one candidate; returns the candidate's new status."""
-    install = InstallConfig.model_validate({k: v for k, v in env["install"].items() if k != "environment_setup_commit"})
     mirror = Mirror(Path(group.mirror_path))
     key = group.key
     last: InfraFailure | None = None
     for _attempt in range(config.infra_retries + 1):
         try:
             started = time.monotonic()
-            built = ensure_image(instance_recipe(mirror, item.instance_id, env["image"], group.env_commit, item.base_commit, item.test_files))
-            layer = layer_bytes(built.tag, env["image"])
+            built = ensure_image(instance_recipe(mirror, item.instance_id, env.image, group.env_commit, item.base_commit, item.test_files))
+            layer = layer_bytes(built.tag, env.image)
             directives = [p for p in item.test_files if p.endswith(".py") and not p.endswith("conftest.py") and f"+++ b/{p}" in item.test_patch]
-            task = TaskSpec(
-                instance_id=item.instance_id, repo=item.repo, base_commit=item.base_commit, patch=item.patch, test_patch=item.test_patch,
-                problem_statement=item.problem_statement, hints_text=item.hints_text, created_at=item.created_at or None, version=group.version,
-                environment_setup_commit=group.env_commit, image=built.tag, language=config.filters.language, install=install,
-                source=item.source, extra={"test_directives": directives, "pr_number": item.pr_number, "link": item.link},
-            )
+            task = task_spec(item, group, env, built.tag, config.filters.language, directives)
             verdict = validate(task, repeats=config.repeats, timeout=config.test_timeout,
                                sandbox=lambda image, task_id: _sandbox(image, task_id, config.run_id))
         except InfraFailure as exc:
@@ -239,19 +190,19 @@ def _sandbox(image: str, task_id: str, run_id: str) -> Sandbox:
 
 # -- drivers --------------------------------------------------------------------------------------
 
-def unit_failed(store: Store, kind: str, ctx: Any, exc: BaseException) -> None:
+def unit_failed(store: Store, unit: Unit, exc: BaseException) -> None:
     """A bug or an unexpected error in one unit is recorded against that unit; the batch goes on.
 
     Candidates land in `infra_error`, which the next run retries; nothing is counted as a task result.
     """
     reason = f"{type(exc).__name__}: {exc}"[:2000]
-    if kind == "scan":
-        record_repo(store, ctx[0], "failed", "internal_error", reason)
-    elif kind == "build":
-        for item in ctx.items:
-            record_candidate(store, item.instance_id, item.repo, item.pr_number, "env", "infra_error", "internal_error", reason, ctx.key)
+    if isinstance(unit, ScanUnit):
+        record_repo(store, unit.repo, "failed", "internal_error", reason)
+    elif isinstance(unit, BuildUnit):
+        for item in unit.group.items:
+            record_candidate(store, item.instance_id, item.repo, item.pr_number, "env", "infra_error", "internal_error", reason, unit.group.key)
     else:
-        item = ctx[0]
+        item = unit.item
         record_candidate(store, item.instance_id, item.repo, item.pr_number, "validation", "infra_error", "internal_error", reason)
 
 
@@ -262,7 +213,7 @@ def run_inline(repos: list[tuple[str, str]], config: MineConfig, store: Store, o
         try:
             groups = scan_repo(repo, url, config, store)
         except Exception as exc:  # noqa: BLE001 - one repository's bug must not end the batch
-            unit_failed(store, "scan", (repo, url), exc)
+            unit_failed(store, ScanUnit(repo, url), exc)
             groups = []
         tick("repos", 1)
         tick("candidates", sum(len(g.items) for g in groups))
@@ -270,7 +221,7 @@ def run_inline(repos: list[tuple[str, str]], config: MineConfig, store: Store, o
             try:
                 env = build_group(group, config, store)
             except Exception as exc:  # noqa: BLE001
-                unit_failed(store, "build", group, exc)
+                unit_failed(store, BuildUnit(group), exc)
                 continue
             if env is None:
                 continue
@@ -279,7 +230,7 @@ def run_inline(repos: list[tuple[str, str]], config: MineConfig, store: Store, o
                 try:
                     status = validate_candidate(item, group, env, config, store)
                 except Exception as exc:  # noqa: BLE001
-                    unit_failed(store, "validate", (item, group), exc)
+                    unit_failed(store, ValidateUnit(item, group), exc)
                     continue
                 if status == "validated":
                     tick("validated", 1)
@@ -299,29 +250,29 @@ def run_ray(repos: list[tuple[str, str]], config: MineConfig, store_url: str, wo
     build = ray.remote(num_cpus=1, memory=2 << 30, max_retries=2)(_remote_build)
     check = ray.remote(num_cpus=1, memory=2 << 30, max_retries=2)(_remote_validate)
     store = open_store(store_url)
-    pending: dict[Any, tuple[str, Any]] = {scan.remote(r, u, config, store_url): ("scan", (r, u)) for r, u in repos}
+    pending: dict[Any, Unit] = {scan.remote(r, u, config, store_url): ScanUnit(r, u) for r, u in repos}
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1)
         ref = ready[0]
-        kind, ctx = pending.pop(ref)
+        unit = pending.pop(ref)
         try:
             value = ray.get(ref)
         except Exception as exc:  # noqa: BLE001 - a worker's crash is recorded against its unit
-            unit_failed(store, kind, ctx, exc)
-            if kind == "scan":
+            unit_failed(store, unit, exc)
+            if isinstance(unit, ScanUnit):
                 tick("repos", 1)
             continue
-        if kind == "scan":
+        if isinstance(unit, ScanUnit):
             tick("repos", 1)
             tick("candidates", sum(len(g.items) for g in value))
             for group in value:
-                pending[build.remote(group, config, store_url)] = ("build", group)
-        elif kind == "build":
+                pending[build.remote(group, config, store_url)] = BuildUnit(group)
+        elif isinstance(unit, BuildUnit):
             if value is None:
                 continue
-            tick("env_ok", len(ctx.items))
-            for item in ctx.items:
-                pending[check.remote(item, ctx, value, config, store_url)] = ("validate", (item, ctx))
+            tick("env_ok", len(unit.group.items))
+            for item in unit.group.items:
+                pending[check.remote(item, unit.group, value, config, store_url)] = ValidateUnit(item, unit.group)
         elif value == "validated":
             tick("validated", 1)
 
@@ -330,9 +281,9 @@ def _remote_scan(repo: str, url: str, config: MineConfig, store_url: str) -> lis
     return scan_repo(repo, url, config, open_store(store_url))
 
 
-def _remote_build(group: EnvGroup, config: MineConfig, store_url: str) -> dict[str, Any] | None:
+def _remote_build(group: EnvGroup, config: MineConfig, store_url: str) -> BuiltEnv | None:
     return build_group(group, config, open_store(store_url))
 
 
-def _remote_validate(item: WorkItem, group: EnvGroup, env: dict[str, Any], config: MineConfig, store_url: str) -> str:
+def _remote_validate(item: WorkItem, group: EnvGroup, env: BuiltEnv, config: MineConfig, store_url: str) -> str:
     return validate_candidate(item, group, env, config, open_store(store_url))
