@@ -65,7 +65,7 @@ pretrain-tiny: setup  ## pretrain the tiny policy on the Python standard library
 	$(PY) -m envfarm.trainer.pretrain
 
 manifests: setup  ## render every kustomize overlay and validate it against the Kubernetes schemas
-	$(PY) -m envfarm.fleet.manifests check
+	$(PY) -m envfarm.cli fleet manifests check
 
 clean:  ## remove envfarm containers and local state (keeps images and the venv)
 	-$(PY) -m envfarm.cli gc --all

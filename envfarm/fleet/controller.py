@@ -551,22 +551,24 @@ def exec_resetter(api: KubeApi, timeout: float = 120.0) -> Resetter:
     return reset
 
 
-def load_api_client(kubeconfig: str | None, max_in_flight: int) -> Any:
-    """An ApiClient from `kubeconfig`, else the in-cluster service account, else ~/.kube/config."""
+def load_api_client(kubeconfig: str | None, max_in_flight: int, context: str | None = None) -> Any:
+    """An ApiClient from `kubeconfig`, else the in-cluster service account, else KUBECONFIG / ~/.kube/config."""
     from kubernetes import client, config as kube_config
 
+    if kubeconfig and not os.path.exists(kubeconfig):
+        raise EnvfarmError(f"the kubeconfig file {kubeconfig} does not exist", "pass --kubeconfig a file that exists")
     configuration = client.Configuration()
     try:
-        if kubeconfig:
-            kube_config.load_kube_config(kubeconfig, client_configuration=configuration)
+        if kubeconfig or context:
+            kube_config.load_kube_config(kubeconfig, context=context, client_configuration=configuration)
         else:
             try:
                 kube_config.load_incluster_config(client_configuration=configuration)
             except kube_config.ConfigException:
                 kube_config.load_kube_config(client_configuration=configuration)
     except Exception as exc:  # noqa: BLE001 - ConfigException, a missing file, bad YAML read the same to the user
-        raise EnvfarmError(f"no Kubernetes configuration for the fleet controller ({exc})",
-                           "run it in-cluster, or pass --kubeconfig") from None
+        raise EnvfarmError(f"no usable Kubernetes configuration ({exc})",
+                           "run in-cluster, or pass --kubeconfig (and --context) for a reachable cluster") from None
     configuration.connection_pool_maxsize = max_in_flight + 8  # writer threads + three watches
     return client.ApiClient(configuration)
 

@@ -42,12 +42,31 @@ def image_key(fleet: dict[str, Any], image: str) -> str:
                        "add the image to the fleet's spec.images, or claim from a fleet that serves it")
 
 
+def _transient(exc: BaseException) -> bool:
+    """Worth another try: throttled (429), a server error (5xx), or no answer at all (connection, timeout)."""
+    from kubernetes import client
+
+    if isinstance(exc, client.ApiException):
+        return exc.status == 429 or (exc.status or 0) >= 500
+    return isinstance(exc, Exception) and not isinstance(exc, SandboxError)
+
+
+def _retry_after(exc: BaseException) -> float:
+    headers = getattr(exc, "headers", None) or {}
+    try:
+        return float(headers.get("Retry-After") or 0) if hasattr(headers, "get") else 0.0
+    except ValueError:
+        return 0.0
+
+
 def claim_pod(api_client: Any, target: KubernetesTarget, image: str, *, run_id: str, task_id: str,
               clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> tuple[str, Callable[[], None]]:
     """Claim a pod serving `image`; returns the pod's name and the release function (idempotent).
 
-    A claim that is not bound within `claim_timeout_s`, or that the controller marks Failed, is deleted
-    before SandboxError is raised, so nothing is left holding a pod."""
+    While waiting, throttling, server errors and dropped connections are retried until `claim_timeout_s`
+    (a worker waits minutes for a pod; one 503 must not lose it). A claim that is not bound in time, that the
+    controller marks Failed, or whose wait ends any other way (an API error that is not transient, an
+    interrupt) is deleted before the error propagates, so nothing is left holding a pod."""
     from kubernetes import client
 
     custom = client.CustomObjectsApi(api_client)
@@ -59,10 +78,24 @@ def claim_pod(api_client: Any, target: KubernetesTarget, image: str, *, run_id: 
         except client.ApiException as exc:
             raise SandboxError(f"{what} in namespace {ns}: {exc.status} {exc.reason}",
                                "check the fleet controller is installed (kubectl apply -k k8s/) and the caller may "
-                               "get sandboxfleets and create sandboxclaims") from None
+                               "get sandboxfleets and create sandboxclaims") from exc
         except Exception as exc:  # noqa: BLE001 - connection refused, TLS, timeouts read the same to the user
             raise SandboxError(f"{what}: the cluster did not answer ({str(exc).splitlines()[0][:200]})",
-                               "check the cluster is reachable from here") from None
+                               "check the cluster is reachable from here") from exc
+
+    def patient(what: str, until: float, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """`call`, retrying transient failures with backoff (or the server's Retry-After) until `until`."""
+        attempt = 0
+        while True:
+            try:
+                return call(what, fn, *args, **kwargs)
+            except SandboxError as exc:
+                attempt += 1
+                cause = exc.__cause__
+                pause = max(_retry_after(cause), min(4.0, POLL_SECONDS * 2 ** attempt)) if cause else 0.0
+                if cause is None or not _transient(cause) or clock() + pause >= until:
+                    raise
+                sleep(pause)
 
     fleet = call(f"reading SandboxFleet {target.fleet}", custom.get_namespaced_custom_object, L.FLEET_PLURAL, target.fleet)
     name = claim_name(run_id)
@@ -80,27 +113,32 @@ def claim_pod(api_client: Any, target: KubernetesTarget, image: str, *, run_id: 
         nonlocal released
         if released:
             return
-        released = True
         try:
-            custom.patch_namespaced_custom_object(L.GROUP, L.VERSION, ns, L.CLAIM_PLURAL, name, {"spec": {"release": "Recycle"}},
-                                                  _request_timeout=timeout)
-        except client.ApiException as exc:
-            if exc.status != 404:  # already gone: nothing holds a pod
-                raise SandboxError(f"releasing SandboxClaim {ns}/{name}: {exc.status} {exc.reason}",
-                                   "delete the claim by hand (kubectl delete sclaim); the fleet's idle timeout also reclaims it") from None
+            patient(f"releasing SandboxClaim {name}", clock() + max(timeout, 5.0), custom.patch_namespaced_custom_object,
+                    L.CLAIM_PLURAL, name, {"spec": {"release": "Recycle"}}, _content_type="application/merge-patch+json")
+        except SandboxError as exc:
+            cause = exc.__cause__
+            if not (isinstance(cause, client.ApiException) and cause.status == 404):  # gone: nothing holds a pod
+                raise SandboxError(exc.problem, "delete the claim by hand (kubectl delete sclaim); the fleet's ttlSeconds "
+                                                "also reclaims it") from None
+        released = True
 
     deadline = clock() + target.claim_timeout_s
-    while True:
-        status = (call(f"reading SandboxClaim {name}", custom.get_namespaced_custom_object, L.CLAIM_PLURAL, name).get("status") or {})
-        if status.get("phase") == "Bound" and status.get("podName"):
-            return str(status["podName"]), release
-        failed = status.get("phase") == "Failed"
-        if failed or clock() >= deadline:
-            _delete_quietly(custom, ns, name, timeout)
-            why = f"failed ({status.get('reason', 'no reason given')})" if failed else f"was not bound within {target.claim_timeout_s:g}s"
-            raise SandboxError(f"SandboxClaim {ns}/{name} for image {image!r} on fleet {target.fleet} {why}",
-                               "check the fleet's status (kubectl get sfl) for failed or quarantined images and its maxPods")
-        sleep(POLL_SECONDS)
+    try:
+        while True:
+            claim = patient(f"reading SandboxClaim {name}", deadline, custom.get_namespaced_custom_object, L.CLAIM_PLURAL, name)
+            status = claim.get("status") or {}
+            if status.get("phase") == "Bound" and status.get("podName"):
+                return str(status["podName"]), release
+            failed = status.get("phase") == "Failed"
+            if failed or clock() >= deadline:
+                why = f"failed ({status.get('reason', 'no reason given')})" if failed else f"was not bound within {target.claim_timeout_s:g}s"
+                raise SandboxError(f"SandboxClaim {ns}/{name} for image {image!r} on fleet {target.fleet} {why}",
+                                   "check the fleet's status (kubectl get sfl) for failed or quarantined images and its maxPods")
+            sleep(POLL_SECONDS)
+    except BaseException:
+        _delete_quietly(custom, ns, name, timeout)
+        raise
 
 
 def _delete_quietly(custom: Any, namespace: str, name: str, timeout: float) -> None:

@@ -4,87 +4,12 @@ convergence without over-creation, claims, faults, kill-and-restart, leader elec
 from __future__ import annotations
 
 import time
-from collections import Counter
-from typing import Any, Callable, Iterator
 
-import pytest
-from kubernetes import client
 from prometheus_client import generate_latest
 
 from envfarm.fleet import labels as L
-from envfarm.fleet.api import KubeApi
-from envfarm.fleet.controller import ControllerConfig, FleetController
-from envfarm.testing.kube_emulator import EmulatedCluster, FakeKubelet, Fault
-
-NS = "envfarm-sandboxes"
-GROUP = ("envfarm.io", "v1alpha1", NS)
-
-
-def wait_until(condition: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def make_fleet(custom: client.CustomObjectsApi, name: str = "f", **spec: Any) -> dict:
-    body = {"maxPods": 100, "images": [{"name": "a", "image": "img-a", "warm": 5}]}
-    body.update(spec)
-    return custom.create_namespaced_custom_object(*GROUP, "sandboxfleets", {
-        "apiVersion": "envfarm.io/v1alpha1", "kind": "SandboxFleet", "metadata": {"name": name}, "spec": body})
-
-
-def make_claim(custom: client.CustomObjectsApi, name: str, image: str = "a", fleet: str = "f", **spec: Any) -> dict:
-    return custom.create_namespaced_custom_object(*GROUP, "sandboxclaims", {
-        "apiVersion": "envfarm.io/v1alpha1", "kind": "SandboxClaim", "metadata": {"name": name},
-        "spec": {"fleet": fleet, "image": image, **spec}})
-
-
-def claim_status(custom: client.CustomObjectsApi, name: str) -> dict:
-    try:
-        return custom.get_namespaced_custom_object(*GROUP, "sandboxclaims", name).get("status") or {}
-    except client.ApiException:
-        return {}
-
-
-def sandbox_pods(cluster: EmulatedCluster) -> list[dict]:
-    return [p for p in cluster.pods(NS) if p["metadata"]["labels"].get(L.ROLE) == "sandbox"]
-
-
-def ready_count(cluster: EmulatedCluster) -> int:
-    return sum(1 for p in sandbox_pods(cluster) if (p.get("status") or {}).get("phase") == "Running")
-
-
-def creates(cluster: EmulatedCluster) -> int:
-    return cluster.emulator.stats.calls[("create", "pods", 201)]
-
-
-@pytest.fixture()
-def controller_factory(cluster: EmulatedCluster) -> Iterator[Callable[..., FleetController]]:
-    started: list[FleetController] = []
-
-    def start(**overrides: Any) -> FleetController:
-        resetter = overrides.pop("resetter", None)
-        settings: dict[str, Any] = dict(namespace=NS, qps=200, burst=50, max_in_flight=8, resync_seconds=0.2,
-                                        status_interval=0.1, orphan_sweep_seconds=0.5, coalesce_seconds=0.02)
-        config = ControllerConfig(**{**settings, **overrides})
-        ctl = FleetController(KubeApi(cluster.api_client()), config, resetter=resetter).start()
-        started.append(ctl)
-        return ctl
-
-    yield start
-    for ctl in started:
-        ctl.stop(graceful=False)
-
-
-@pytest.fixture()
-def kubelet(cluster: EmulatedCluster) -> Iterator[FakeKubelet]:
-    with FakeKubelet(cluster, bad_images={"img-bad"}) as running:
-        yield running
-
+from envfarm.testing.kube_emulator import Fault
+from fleet_helpers import GROUP, NS, claim_status, creates, make_claim, make_fleet, ready_count, sandbox_pods, wait_until
 
 def test_warm_pool_converges_without_over_creation_under_a_slow_watch(cluster, custom, controller_factory, kubelet) -> None:
     cluster.emulator.watch_delay = 0.01  # every event arrives late: reconciles run ahead of the cache
