@@ -33,6 +33,7 @@ from envfarm.tasks.sources.records import RepoActivity, SourceError
 from envfarm.tasks.store import TERMINAL, candidate_states, env_row, record_candidate, record_env, record_repo
 from envfarm.tasks.validate import InfraFailure, validate
 from envfarm.tasks.work import BuildUnit, BuiltEnv, EnvGroup, ScanUnit, Unit, ValidateUnit, WorkItem, task_spec
+from envfarm.verifiers.run import selected_test_files
 
 ProgressHook = Callable[[str, int], None]
 
@@ -153,7 +154,7 @@ def validate_candidate(item: WorkItem, group: EnvGroup, env: BuiltEnv, config: M
             started = time.monotonic()
             built = ensure_image(instance_recipe(mirror, item.instance_id, env.image, group.env_commit, item.base_commit, item.test_files))
             layer = layer_bytes(built.tag, env.image)
-            directives = [p for p in item.test_files if p.endswith(".py") and not p.endswith("conftest.py") and f"+++ b/{p}" in item.test_patch]
+            directives = selected_test_files(item.test_patch)
             task = task_spec(item, group, env, built.tag, config.filters.language, directives)
             verdict = validate(task, repeats=config.repeats, timeout=config.test_timeout,
                                sandbox=lambda image, task_id: _sandbox(image, task_id, config.run_id))
