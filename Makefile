@@ -1,6 +1,10 @@
 # Every entry point of envfarm. `make demo` and `make test` install whatever is missing first.
 SHELL := /bin/bash
 PY := .venv/bin/python
+# `-P`: the checkout is not put first on sys.path. Its folders install as envfarm.tasks / envfarm.verifiers /
+# envfarm.trainer, so a bare `import verifiers` must find Prime Intellect's library where it is installed, not
+# the checkout's verifiers/ folder. Benchmarks run without it: `bench` is a folder of the checkout, not installed.
+PYRUN := $(PY) -P
 export PYTHONUNBUFFERED := 1
 # The embedded defaults: Podman's Docker-API socket unless the user points DOCKER_HOST elsewhere.
 export DOCKER_HOST ?= unix:///run/podman/podman.sock
@@ -18,22 +22,22 @@ setup:  ## install system packages, the virtualenv, the Podman socket, PostgreSQ
 	@bash scripts/setup.sh
 
 demo: setup  ## the main job: the tiny pretrained policy learns a verifiable task family by RL (about 10 min)
-	$(PY) -m envfarm.cli train --config trainer/configs/demo.yaml train.resume=false
+	$(PYRUN) -m envfarm.cli train --config trainer/configs/demo.yaml train.resume=false
 
 demo-core: setup  ## the foundation alone: base image, one sandbox, one command, the run recorded in the store
-	$(PY) -m envfarm.cli demo
+	$(PYRUN) -m envfarm.cli demo
 
 test: setup  ## the whole test suite, SQLite and PostgreSQL
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PYRUN) -m pytest $(PYTEST_ARGS)
 
 test-fast: setup  ## everything but the tests marked slow
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PYRUN) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 doctor:
-	$(PY) -m envfarm.cli doctor
+	$(PYRUN) -m envfarm.cli doctor
 
 gc:
-	$(PY) -m envfarm.cli gc
+	$(PYRUN) -m envfarm.cli gc
 
 bench: bench-sandbox bench-mine bench-fleet bench-verify bench-rollout bench-train
 
@@ -56,17 +60,17 @@ bench-train: setup
 	$(PY) -m bench.train
 
 mine: setup  ## mine tasks from the repositories listed in REPOS (one owner/name per line)
-	$(PY) -m envfarm.cli mine --repos $(REPOS)
+	$(PYRUN) -m envfarm.cli mine --repos $(REPOS)
 
 train: setup  ## launch an RL run from CONFIG
-	$(PY) -m envfarm.cli train --config $(CONFIG)
+	$(PYRUN) -m envfarm.cli train --config $(CONFIG)
 
 pretrain-tiny: setup  ## pretrain the tiny policy on the Python standard library's sources
-	$(PY) -m envfarm.trainer.pretrain
+	$(PYRUN) -m envfarm.trainer.pretrain
 
 manifests: setup  ## render every kustomize overlay and validate it against the Kubernetes schemas
-	$(PY) -m envfarm.cli fleet manifests check
+	$(PYRUN) -m envfarm.cli fleet manifests check
 
 clean:  ## remove envfarm containers and local state (keeps images and the venv)
-	-$(PY) -m envfarm.cli gc --all
+	-$(PYRUN) -m envfarm.cli gc --all
 	rm -rf .envfarm

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.tasks.fixtures import build_wheelhouse, make_broken_repo, make_calc_repo
+from .fixtures import build_wheelhouse, make_broken_repo, make_calc_repo
 
 
 @pytest.fixture(scope="session")

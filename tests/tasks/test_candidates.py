@@ -7,7 +7,7 @@ import pytest
 from envfarm.tasks.candidates import Candidate, FilterConfig, Rejection, closing_refs, select_all
 from envfarm.tasks.mirror import Mirror, MirrorError
 from envfarm.tasks.sources.jsonl import load_repo
-from tests.tasks.fixtures import git, merge_pr, pr_record, write
+from .fixtures import git, merge_pr, pr_record, write
 
 
 @pytest.fixture()

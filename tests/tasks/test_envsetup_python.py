@@ -7,7 +7,7 @@ from envfarm.tasks.envsetup.base import BuildOptions
 from envfarm.tasks.envsetup.failures import classify_build_failure
 from envfarm.tasks.envsetup.python import choose_pythons, ci_pip_args, mentioned_versions, requires_python, find_test_extra
 from envfarm.tasks.mirror import Mirror
-from tests.tasks.fixtures import git, write
+from .fixtures import git, write
 
 
 def test_requires_python_from_each_file_kind():

@@ -6,7 +6,7 @@ from envfarm.tasks.candidates import Candidate, FilterConfig, select_all
 from envfarm.tasks.mirror import Mirror
 from envfarm.tasks.sources.gitlog import dump_from_git
 from envfarm.tasks.sources.jsonl import load_repo
-from tests.tasks.fixtures import git, write
+from .fixtures import git, write
 
 
 def test_dump_from_fixture_history(fixture_world, tmp_path):

@@ -13,7 +13,7 @@ from envfarm.tasks.candidates import Candidate, FilterConfig, select_all
 from envfarm.tasks.mirror import Mirror
 from envfarm.tasks.sources.github import GitHubClient
 from envfarm.tasks.sources.jsonl import load_repo
-from tests.tasks.test_github_client import FakeGitHub, server  # noqa: F401  (the recorded-JSON server fixture)
+from .test_github_client import FakeGitHub, server  # noqa: F401  (the recorded-JSON server fixture)
 
 
 def mine(base: str, **kwargs):

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from envfarm.tasks.patchsplit import classify_path, split_blocks, split_diff
-from tests.tasks.fixtures import git, write
+from .fixtures import git, write
 
 
 @pytest.mark.parametrize(
