@@ -8,7 +8,6 @@ an add and both halves apply with `git apply` and `patch` alike.
 
 from __future__ import annotations
 
-import posixpath
 import re
 from dataclasses import dataclass, field
 from typing import Literal
@@ -130,7 +129,3 @@ def split_diff(diff: str, language: str = "python") -> SplitDiff:
     result.test_patch = "".join(test_parts)
     return result
 
-
-def touched_test_modules(split: SplitDiff) -> list[str]:
-    """Test files that still exist after the patch and look runnable (what validation runs)."""
-    return [p for p in split.test_files if posixpath.basename(p) != "conftest.py" and p.endswith(".py")]

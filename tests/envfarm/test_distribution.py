@@ -10,6 +10,7 @@ the fresh venv installs wins.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -25,8 +26,16 @@ WHEELHOUSE = REPO / ".venv" / "wheelhouse"
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q", "-w", str(out), str(REPO)],
+    """Built from a copy of the files git tracks or would track: setuptools reuses a `build/` folder in the
+    source tree, so a build in the checkout could ship modules that no longer exist."""
+    out, source = tmp_path_factory.mktemp("wheel"), tmp_path_factory.mktemp("source")
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                            check=True, capture_output=True).stdout.decode().split("\0")
+    for name in filter(None, listed):
+        if (REPO / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, source / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q", "-w", str(out), str(source)],
                    check=True, capture_output=True, text=True, cwd=out)
     (built,) = out.glob("envfarm-*.whl")
     return built
@@ -43,6 +52,7 @@ def test_the_wheel_holds_only_the_envfarm_namespace_and_its_data(wheel: Path) ->
                      "envfarm/trainer/checkpoints/tiny/model.safetensors", "envfarm/trainer/configs/demo.yaml",
                      "envfarm/store/migrations/script.py.mako", "envfarm/sandbox/factory.py"):
         assert expected in names, expected
+    assert not [n for n in names if n.startswith(("envfarm/fleet/emulator", "envfarm/fleet/sim"))], "no test harness in the fleet package"
     requires = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
     for tooling in ("kmock", "pytest-asyncio", "pytest"):
         rows = [r for r in requires if r.split()[1].split("[")[0].split("=")[0].lower() == tooling]
