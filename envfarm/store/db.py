@@ -1,4 +1,12 @@
-"""Opening the store: one engine per URL, migrations applied, one clear error when it cannot connect."""
+"""Opening the store: one engine per URL, migrations applied, one clear error when it cannot connect.
+
+Concurrent writers on SQLite: a transaction that reads and then writes starts as a reader and must upgrade
+to the single writer lock mid-way; if another process wrote in between, SQLite refuses the upgrade at once
+("database is locked", SQLITE_BUSY_SNAPSHOT) and the busy timeout never helps. So every session takes the
+writer lock at BEGIN (`BEGIN IMMEDIATE`), where the busy timeout does wait, unless it says it only reads
+(`readonly=True`: WAL lets readers run beside the writer). PostgreSQL needs none of this (row locks, MVCC).
+A store error that still happens (a lock held past the timeout, a lost connection) is a `StoreError` with a fix.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +19,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from envfarm.config import settings
@@ -29,7 +37,7 @@ def redact(url: str) -> str:
         return url
 
 
-def _sqlite_engine(url: str) -> Engine:
+def _sqlite_engine(url: str, lock_timeout_s: float) -> Engine:
     parsed = make_url(url)
     if parsed.database and parsed.database != ":memory:":
         try:
@@ -39,33 +47,35 @@ def _sqlite_engine(url: str) -> Engine:
                 f"cannot connect to the store at {url}: cannot create {Path(parsed.database).parent} ({exc.strerror})",
                 "point ENVFARM_DB_URL at a writable path, or unset it for the default .envfarm/envfarm.db",
             ) from None
-    engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+    engine = create_engine(url, connect_args={"timeout": lock_timeout_s, "check_same_thread": False})
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
-        # Let SQLAlchemy emit BEGIN itself, so a claim can ask for BEGIN IMMEDIATE (the writer lock)
-        # up front; WAL lets readers go on while one writer works.
+        # Let SQLAlchemy emit BEGIN itself, so a writing session can take the writer lock up front
+        # (BEGIN IMMEDIATE); WAL lets readers go on while one writer works.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=60000")
+        cursor.execute(f"PRAGMA busy_timeout={int(lock_timeout_s * 1000)}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn) -> None:  # type: ignore[no-untyped-def]
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("sqlite_immediate") else "BEGIN")
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("sqlite_readonly") else "BEGIN IMMEDIATE")
 
     return engine
 
 
 class Store:
-    """Sessions over one database; every `session()` block is one transaction (commit or roll back whole)."""
+    """Sessions over one database; every `session()` block is one transaction (commit or roll back whole).
+    `lock_timeout_s`: how long a SQLite writer waits for another process's write lock before failing."""
 
-    def __init__(self, url: str | None = None, migrate: bool = True) -> None:
+    def __init__(self, url: str | None = None, migrate: bool = True, lock_timeout_s: float = 60.0) -> None:
         self.url = url or settings().db_url
+        self.lock_timeout_s = lock_timeout_s
         try:
-            self.engine = _sqlite_engine(self.url) if self.url.startswith("sqlite") else create_engine(
+            self.engine = _sqlite_engine(self.url, lock_timeout_s) if self.url.startswith("sqlite") else create_engine(
                 self.url, pool_pre_ping=True, pool_size=5, max_overflow=10
             )
         except (ArgumentError, ImportError, SQLAlchemyError) as exc:
@@ -81,7 +91,7 @@ class Store:
 
     def check(self) -> None:
         try:
-            with self.engine.connect() as conn:
+            with self.engine.connect().execution_options(sqlite_readonly=True) as conn:
                 conn.exec_driver_sql("SELECT 1")
         except (OperationalError, SQLAlchemyError, OSError) as exc:
             reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0][:200]
@@ -102,21 +112,39 @@ class Store:
             _migrated.add(self.url)
 
     @contextmanager
-    def session(self, immediate: bool = False) -> Iterator[Session]:
-        """One transaction. `immediate` takes SQLite's writer lock at BEGIN (needed for claim-then-update)."""
+    def session(self, readonly: bool = False) -> Iterator[Session]:
+        """One transaction. On SQLite it holds the writer lock from BEGIN, so a read-then-write cannot be
+        refused mid-way; `readonly=True` for blocks that only read, which then run beside writers instead
+        of queueing behind them (a read-only block that writes anyway may be refused under load)."""
         bind = self.engine.connect()
-        if immediate:
-            bind = bind.execution_options(sqlite_immediate=True)
+        if readonly:
+            bind = bind.execution_options(sqlite_readonly=True)
         session = Session(bind=bind, expire_on_commit=False)
         try:
             yield session
             session.commit()
+        except DBAPIError as exc:
+            session.rollback()
+            if isinstance(exc, OperationalError) or exc.connection_invalidated:
+                raise self._error(exc) from exc
+            raise  # constraint violations and the like: the caller decides (e.g. a duplicate is not an error)
         except BaseException:
             session.rollback()
             raise
         finally:
             session.close()
             bind.close()
+
+    def _error(self, exc: DBAPIError) -> StoreError:
+        reason = str(exc.orig).strip().splitlines()[0][:200] if exc.orig is not None else type(exc).__name__
+        if self.dialect == "sqlite" and ("locked" in reason or "busy" in reason):
+            if getattr(exc.orig, "sqlite_errorname", "") == "SQLITE_BUSY_SNAPSHOT":
+                return StoreError(f"SQLite store {redact(self.url)}: a read-only session wrote after another process had written ({reason})",
+                                  "open that session without readonly=True, so it takes the write lock before it reads")
+            return StoreError(f"SQLite store {redact(self.url)}: another process held the write lock for over {self.lock_timeout_s:g} s ({reason})",
+                              "keep transactions short, run fewer writer processes, or use PostgreSQL for many writers (ENVFARM_DB_URL=postgresql+psycopg://...)")
+        return StoreError(f"the store at {redact(self.url)} failed: {reason}",
+                          "check that the database is running and reachable (ENVFARM_DB_URL), then retry")
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -37,7 +37,7 @@ class RewardLedger:
         return True
 
     def exists(self, rollout_id: str) -> bool:
-        with self.store.session() as session:
+        with self.store.session(readonly=True) as session:
             return session.scalar(select(RewardRow.id).where(RewardRow.rollout_id == rollout_id)) is not None
 
     def commit(self, rollout_ids: Iterable[str], outcome: dict[str, Any] | None = None) -> int:
@@ -53,15 +53,25 @@ class RewardLedger:
                     row.details = {**(row.details or {}), "outcome": outcome}
             return int(result.rowcount or 0)
 
+    def committed(self, rollout_ids: Iterable[str]) -> set[str]:
+        """Which of these rewards are committed, by any process: the stream hands none of them out again."""
+        ids = list(dict.fromkeys(rollout_ids))
+        found: set[str] = set()
+        with self.store.session(readonly=True) as session:
+            for start in range(0, len(ids), 500):  # bounded IN lists, whatever the batch size
+                found.update(session.scalars(select(RewardRow.rollout_id).where(
+                    RewardRow.rollout_id.in_(ids[start:start + 500]), RewardRow.consumed_at.is_not(None))))
+        return found
+
     def pending(self) -> list[RewardEvent]:
         """Every reward of this run not yet committed by the trainer, oldest first."""
-        with self.store.session() as session:
+        with self.store.session(readonly=True) as session:
             rows = session.scalars(select(RewardRow).where(RewardRow.run_id == self.run_id, RewardRow.consumed_at.is_(None))
                                    .order_by(RewardRow.id)).all()
             return [self._event(r) for r in rows]
 
     def counts(self) -> dict[str, int]:
-        with self.store.session() as session:
+        with self.store.session(readonly=True) as session:
             rows = session.execute(select(RewardRow.consumed_at.is_(None)).where(RewardRow.run_id == self.run_id)).all()
         pending = sum(1 for (p,) in rows if p)
         return {"total": len(rows), "pending": pending, "committed": len(rows) - pending}

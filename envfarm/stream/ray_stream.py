@@ -3,6 +3,7 @@ side that turns `StreamFull` into waiting: back-pressure slows the rollout worke
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -15,7 +16,12 @@ from envfarm.stream.stream import ConsumedBatch, RewardStream, StreamFull
 
 
 class _StreamActor:
-    """Holds the bounded in-memory queue; the single writer of the run's ledger rows."""
+    """Holds the bounded in-memory queue; the single writer of the run's ledger rows.
+
+    Ray restarts it when it dies (and retries the calls in flight): the new incarnation reloads what the
+    ledger holds uncommitted, which can include a batch the dead one handed out. The stream asks the
+    ledger before every hand-out, so the trainer's commit of that batch, landing here, is what stops it
+    being handed out again."""
 
     def __init__(self, store_url: str | None, run_id: str, **options: Any) -> None:
         ledger = RewardLedger(open_store(store_url), run_id) if store_url is not None else None
@@ -38,7 +44,8 @@ class _StreamActor:
         return self.stream.requeue_uncommitted()
 
     def stats(self) -> dict:
-        return {**self.stream.stats(), "recovered": self.recovered}
+        return {**self.stream.stats(), "recovered": self.recovered, "pid": os.getpid(),
+                "restarted": ray.get_runtime_context().was_current_actor_reconstructed}
 
 
 StreamActor = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(_StreamActor)

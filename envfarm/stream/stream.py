@@ -14,6 +14,11 @@ Delivery contract:
   are accounted for, not lost) or down-weighted, per `stale_policy`.
 - `commit(ids)` marks rewards consumed in the ledger; uncommitted consumed rewards come back through
   `recover()` (a new stream after a crash) or `requeue_uncommitted()` (the trainer restarted, the stream did not).
+- At-least-once delivery, exactly-once commit: a reward consumed but never committed is handed out again
+  after recovery; a reward committed is never handed out again, by this stream or any other on the same
+  ledger. The ledger, not this process's memory, says what is committed: a stream that recovered a batch
+  another incarnation had handed out (a Ray actor killed between consume and commit) may hold it in its
+  queue when the trainer's commit lands, so `consume` asks the ledger before handing anything out.
 """
 
 from __future__ import annotations
@@ -70,7 +75,8 @@ class RewardStream:
         self._seen: set[str] = set()
         self._inflight: dict[str, RewardEvent] = {}  # consumed, not committed
         self._latencies: list[float] = []
-        self.counters = {"accepted": 0, "duplicates": 0, "full": 0, "consumed": 0, "dropped_stale": 0, "committed": 0}
+        self.counters = {"accepted": 0, "duplicates": 0, "full": 0, "consumed": 0, "dropped_stale": 0, "committed": 0,
+                         "skipped_committed": 0}  # held in the queue but found committed at hand-out: not handed out
 
     # -- producer side -------------------------------------------------------------------------
     def publish(self, event: RewardEvent) -> str:
@@ -99,28 +105,34 @@ class RewardStream:
 
     # -- consumer side -------------------------------------------------------------------------
     def consume(self, max_groups: int, current_version: int) -> ConsumedBatch:
-        """Up to `max_groups` complete groups, oldest first; stale ones dropped or down-weighted."""
+        """Up to `max_groups` complete groups, oldest first; stale ones dropped or down-weighted. Members the
+        ledger already holds committed are never handed out again (see the delivery contract above)."""
         now = time.time()
         batch = ConsumedBatch(groups=[])
         stale_ids: list[str] = []
         with self._lock:
-            for gid in list(self._groups):
-                if len(batch.groups) >= max_groups:
-                    break
-                group = self._groups[gid]
-                if len({e.rollout_id for e in group}) < group[0].group_size:
-                    continue
-                del self._groups[gid]
-                age = current_version - min(e.policy_version for e in group)
-                if age > self.max_staleness and self.stale_policy == "drop":
-                    stale_ids += [e.rollout_id for e in group]
-                    continue
-                batch.weights[gid] = self.stale_decay ** max(0, age - self.max_staleness)
-                batch.max_staleness_seen = max(batch.max_staleness_seen, age)
-                batch.groups.append(group)
-                for e in group:
-                    self._inflight[e.rollout_id] = e
-                    self._latencies.append(now - e.verified_at)
+            ready = [gid for gid, g in self._groups.items() if len({e.rollout_id for e in g}) >= g[0].group_size]
+            while ready and len(batch.groups) < max_groups:
+                # Ask the ledger only about as many groups as can still be handed out; a group found wholly
+                # committed (or stale) frees its slot for the next one.
+                chunk, ready = ready[:max_groups - len(batch.groups)], ready[max_groups - len(batch.groups):]
+                done = self._committed([e.rollout_id for gid in chunk for e in self._groups[gid]])
+                for gid in chunk:
+                    held = self._groups.pop(gid)
+                    group = [e for e in held if e.rollout_id not in done]
+                    self.counters["skipped_committed"] += len(held) - len(group)
+                    if not group:
+                        continue
+                    age = current_version - min(e.policy_version for e in group)
+                    if age > self.max_staleness and self.stale_policy == "drop":
+                        stale_ids += [e.rollout_id for e in group]
+                        continue
+                    batch.weights[gid] = self.stale_decay ** max(0, age - self.max_staleness)
+                    batch.max_staleness_seen = max(batch.max_staleness_seen, age)
+                    batch.groups.append(group)
+                    for e in group:
+                        self._inflight[e.rollout_id] = e
+                        self._latencies.append(now - e.verified_at)
             self._latencies = self._latencies[-5000:]
             self.counters["consumed"] += len(batch.events)
             batch.dropped_stale = len(stale_ids)
@@ -128,6 +140,10 @@ class RewardStream:
         if stale_ids and self.ledger is not None:
             self.ledger.commit(stale_ids, {"dropped": "stale", "trainer_version": current_version})
         return batch
+
+    def _committed(self, rollout_ids: list[str]) -> set[str]:
+        """Which of these the ledger holds committed, by whichever process committed them."""
+        return self.ledger.committed(rollout_ids) if self.ledger is not None else set()
 
     def commit(self, rollout_ids: list[str], outcome: dict | None = None) -> int:
         """The trainer has durably used these rewards (its checkpoint is written): mark them consumed."""

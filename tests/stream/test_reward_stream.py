@@ -167,3 +167,67 @@ def test_ray_actor_back_pressure_and_actor_kill_lose_nothing(tmp_path, ray_local
     # "duplicate", so accepted may be below 15, but every answer is one of the two and nothing is lost.
     assert len(statuses) == 20 and set(statuses) <= {"accepted", "duplicate"} and 10 <= statuses.count("accepted") <= 15
     assert killed
+
+
+@pytest.mark.parametrize("commit_through", ["the stream that handed them out", "the stream that recovered them"])
+def test_a_committed_reward_is_never_handed_out_again_whichever_stream_recovered_it(store, commit_through):
+    first = RewardStream(RewardLedger(store, "run-x"))
+    for i in range(10):
+        first.publish(ev(f"x{i}"))
+    batch = first.consume(10, 0)
+    assert len(batch.events) == 10
+    second = RewardStream(RewardLedger(store, "run-x"))  # e.g. a restarted stream process
+    assert second.recover() == 10  # consumed but not committed: at-least-once, they come back
+    committer = first if commit_through == "the stream that handed them out" else second
+    assert committer.commit([e.rollout_id for e in batch.events], {"step": 1}) == 10
+    assert second.consume(10, 0).events == [] and first.consume(10, 0).events == []
+    assert RewardLedger(store, "run-x").counts() == {"total": 10, "pending": 0, "committed": 10}
+    assert second.stats()["skipped_committed"] == 10
+
+
+def test_a_group_committed_in_part_elsewhere_hands_out_only_the_rest(store):
+    stream = RewardStream(RewardLedger(store, "run-p"))
+    for rid in ("p1", "p2", "p3"):
+        stream.publish(ev(rid, "P", 3))
+    RewardLedger(store, "run-p").commit(["p2"])  # another process committed one member
+    assert [e.rollout_id for e in stream.consume(10, 0).events] == ["p1", "p3"]
+    assert stream.consume(10, 0).events == []
+
+
+def _drain_with_kills(ray, actor, kills: int) -> tuple[list[str], int]:  # type: ignore[no-untyped-def]
+    """Consume in small batches and commit each one, killing the actor between a consume and its commit
+    and committing only once the restarted actor (which reloaded the batch from the ledger) answers."""
+    handed: list[str] = []
+    killed = 0
+    while True:
+        ids = [e.rollout_id for e in ray.get(actor.consume.remote(4, 0)).events]
+        if not ids:
+            return handed, killed
+        handed += ids
+        if killed < kills:
+            pid = ray.get(actor.stats.remote())["pid"]
+            ray.kill(actor, no_restart=False)  # dies holding a batch the trainer has not committed
+            killed += 1
+            deadline = time.time() + 300  # a guard against a hang, not a measurement
+            while (stats := ray.get(actor.stats.remote()))["pid"] == pid and time.time() < deadline:
+                time.sleep(0.1)
+            assert stats["restarted"] and stats["waiting"] >= len(ids)  # the new incarnation holds the batch again
+        ray.get(actor.commit.remote(ids, {"step": len(handed)}))
+
+
+@pytest.mark.ray
+def test_killing_the_stream_actor_between_consume_and_commit_loses_nothing_and_hands_nothing_out_twice(store, ray_local):
+    from envfarm.stream.ray_stream import StreamActor, publish_blocking
+
+    run_id = f"run-{uuid.uuid4().hex[:6]}"
+    actor = StreamActor.remote(store.url, run_id, capacity=1000, max_staleness=10)
+    try:
+        ids = [f"k{i}" for i in range(30)]
+        assert [publish_blocking(actor, ev(rid)) for rid in ids] == ["accepted"] * 30
+        handed, killed = _drain_with_kills(ray_local, actor, kills=3)
+    finally:
+        ray_local.kill(actor, no_restart=True)
+    assert killed == 3
+    assert sorted(set(handed)) == sorted(ids)  # nothing lost
+    assert len(handed) == len(ids)  # nothing handed out twice: every batch was committed before the next consume
+    assert RewardLedger(store, run_id).counts() == {"total": 30, "pending": 0, "committed": 30}
