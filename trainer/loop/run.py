@@ -183,6 +183,8 @@ class Trainer:
             t_train = time.perf_counter()
             stats = learner.update(learn_from, got.weights)                            # update
             train_s = time.perf_counter() - t_train
+            progress.train_s += train_s
+            progress.train_tokens += stats.get("tokens", 0)
             progress.step += 1
             progress.version += 1
             rollouts.publish_weights(_cpu_state(model), progress.version)              # publish weights
@@ -228,8 +230,6 @@ class Trainer:
         assert self.rollouts is not None
         stats = dict(stats)
         train_tokens = stats.pop("tokens", 0)
-        p.train_s += train_s
-        p.train_tokens += train_tokens
         events = got.events
         ok = [e for e in events if not e.failed]
         row = {"step": p.step, "version": p.version, "reward_mean": sum(e.reward for e in ok) / max(1, len(ok)),
