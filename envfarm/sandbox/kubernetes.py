@@ -22,7 +22,18 @@ from typing import Any, Callable, Mapping
 from envfarm.errors import SandboxError
 from envfarm.sandbox.backend import KubernetesTarget
 from envfarm.sandbox.limits import SandboxLimits
-from envfarm.sandbox.protocol import DEFAULT_OUTPUT_LIMIT, TIMEOUT_EXIT_CODE, TRUNCATION_MARKER, ExecResult
+from envfarm.sandbox.protocol import (
+    DEFAULT_OUTPUT_LIMIT,
+    DEFAULT_READ_LIMIT,
+    DEFAULT_WRITE_LIMIT,
+    TIMEOUT_EXIT_CODE,
+    TRUNCATION_MARKER,
+    ExecResult,
+    check_file_path,
+    check_limit,
+    check_timeout,
+    payload_bytes,
+)
 
 KILL_GRACE = 2  # seconds between TERM and KILL inside the pod
 CLIENT_SLACK = 5.0  # how much longer than the timeout we keep the stream open
@@ -140,6 +151,8 @@ class KubernetesSandbox:
 
     def exec(self, cmd: str | list[str], timeout: float = 60.0, workdir: str | None = None,
              env: Mapping[str, str] | None = None, output_limit: int = DEFAULT_OUTPUT_LIMIT) -> ExecResult:
+        timeout = check_timeout(timeout)
+        check_limit("output_limit", output_limit)
         if self._closed:
             raise SandboxError(f"sandbox {self.id} is closed", "claim a new sandbox")
         started = time.monotonic()
@@ -150,21 +163,46 @@ class KubernetesSandbox:
                           truncated=output.truncated, duration=time.monotonic() - started, timed_out=timed_out)
 
     def write_file(self, path: str, data: bytes | str, mode: int = 0o644) -> None:
-        blob = tar_one_file(path, data.encode() if isinstance(data, str) else data, mode)
-        code, output, timed_out = self._run(["tar", "-x", "-m", "-f", "-", "-C", "/"], blob,
+        """tar runs as the pod's user (what the pod template sets), with no-overwrite-dir so a directory
+        is never replaced by a file; payloads over DEFAULT_WRITE_LIMIT are refused before anything is sent."""
+        check_file_path(path)
+        blob = tar_one_file(path, payload_bytes(data, DEFAULT_WRITE_LIMIT), mode)
+        code, output, timed_out = self._run(["tar", "-x", "-m", "--no-overwrite-dir", "-f", "-", "-C", "/"], blob,
                                             time.monotonic() + 120, 64 << 10)
         if timed_out or code != 0:
             raise SandboxError(f"writing {path} in {self.id} failed: {output.text().strip()[:300]}",
                                "check the directory exists and is writable by the sandbox user")
 
-    def read_file(self, path: str) -> bytes:
+    def read_file(self, path: str, max_bytes: int = DEFAULT_READ_LIMIT) -> bytes:
+        """Streamed into memory only up to `max_bytes` (plus the tar framing); a larger file is refused."""
+        check_file_path(path)
+        check_limit("max_bytes", max_bytes)
         chunks: list[bytes] = []
+        received = [0]
+        cap = max_bytes + (64 << 10)  # tar headers and padding around one file
+
+        def sink(chunk: bytes) -> None:
+            received[0] += len(chunk)
+            if received[0] <= cap:
+                chunks.append(chunk)
+
         code, output, timed_out = self._run(["tar", "-c", "-f", "-", "-C", "/", path.lstrip("/")], None,
-                                            time.monotonic() + 120, 64 << 10, sink=chunks.append)
+                                            time.monotonic() + 120, 64 << 10, sink=sink)
+        if received[0] > cap:
+            raise SandboxError(f"{path} in {self.id} is larger than max_bytes={max_bytes}",
+                               "pass a larger max_bytes, or read it in parts with exec (e.g. 'head -c N')")
         if timed_out or code != 0:
             raise SandboxError(f"reading {path} in {self.id} failed: {output.text().strip()[:300]}",
                                "check the path exists")
-        return untar_one_file(b"".join(chunks), path)
+        blob = b"".join(chunks)
+        try:
+            with tarfile.open(fileobj=io.BytesIO(blob), mode="r") as archive:
+                first = archive.next()
+        except tarfile.TarError:
+            first = None
+        if first is not None and first.isdir():  # tar -c of a directory: never hand back a file inside it
+            raise SandboxError(f"{path} in {self.id} is a directory", "read a file, or exec 'ls' to list it")
+        return untar_one_file(blob, path)
 
     def apply_patch(self, diff: str, workdir: str | None = None) -> None:
         from envfarm.sandbox.patch import apply_patch_in

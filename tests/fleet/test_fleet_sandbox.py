@@ -71,3 +71,35 @@ def test_pure_helpers() -> None:
     collector = OutputCollector(3)
     collector.add(b"abcdef")
     assert collector.truncated and collector.text().startswith("abc")
+
+
+# -- API edges (issue #13): checked before anything runs, one SandboxError with the fix -------------------
+@pytest.mark.parametrize("timeout", [float("nan"), float("inf"), 1e12, 0, -1, True, "5"])
+def test_bad_timeouts_are_refused_before_the_command_starts(sandbox: KubernetesSandbox, tmp_path: Path, timeout: Any) -> None:
+    with pytest.raises(SandboxError, match="timeout must be a positive number.*fix:"):
+        sandbox.exec(f"touch {tmp_path}/ran", timeout=timeout)
+    assert not (tmp_path / "ran").exists()
+
+
+@pytest.mark.parametrize("path", ["", "   ", "/sub/", "/sub/.", "."])
+def test_write_file_refuses_paths_that_name_no_file(sandbox: KubernetesSandbox, tmp_path: Path, path: str) -> None:
+    (tmp_path / "sub").mkdir()
+    with pytest.raises(SandboxError, match="fix:"):
+        sandbox.write_file(path, b"x")
+    assert (tmp_path / "sub").is_dir()
+
+
+def test_write_file_refuses_non_bytes_payloads(sandbox: KubernetesSandbox) -> None:
+    with pytest.raises(SandboxError, match="str or bytes"):
+        sandbox.write_file("/a.txt", 12345)  # type: ignore[arg-type]
+
+
+def test_read_file_is_capped_and_refuses_directories(sandbox: KubernetesSandbox, tmp_path: Path) -> None:
+    (tmp_path / "big.bin").write_bytes(b"z" * (512 << 10))
+    with pytest.raises(SandboxError, match="larger than max_bytes"):
+        sandbox.read_file("/big.bin", max_bytes=64 << 10)
+    assert sandbox.read_file("/big.bin", max_bytes=1 << 20) == b"z" * (512 << 10)
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "inside.txt").write_text("not me")
+    with pytest.raises(SandboxError, match="is a directory"):
+        sandbox.read_file("/d")
