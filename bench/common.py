@@ -69,7 +69,7 @@ def _command(pid: int, name: str, width: int = 100) -> str:
             argv = handle.read().replace(b"\0", b" ").decode(errors="replace").strip()
     except OSError:
         argv = ""
-    return (argv or name)[:width]
+    return " ".join((argv or name).split())[:width]  # one line: `python -c` scripts carry newlines
 
 
 def machine_load() -> dict[str, Any]:
