@@ -126,7 +126,7 @@ class Store:
         except DBAPIError as exc:
             session.rollback()
             if isinstance(exc, OperationalError) or exc.connection_invalidated:
-                raise self._error(exc) from exc
+                raise self._error(exc, readonly) from exc
             raise  # constraint violations and the like: the caller decides (e.g. a duplicate is not an error)
         except BaseException:
             session.rollback()
@@ -135,11 +135,11 @@ class Store:
             session.close()
             bind.close()
 
-    def _error(self, exc: DBAPIError) -> StoreError:
+    def _error(self, exc: DBAPIError, readonly: bool) -> StoreError:
         reason = str(exc.orig).strip().splitlines()[0][:200] if exc.orig is not None else type(exc).__name__
         if self.dialect == "sqlite" and ("locked" in reason or "busy" in reason):
-            if getattr(exc.orig, "sqlite_errorname", "") == "SQLITE_BUSY_SNAPSHOT":
-                return StoreError(f"SQLite store {redact(self.url)}: a read-only session wrote after another process had written ({reason})",
+            if readonly:  # began as a reader: SQLite refuses the upgrade to writer at once, no waiting helps
+                return StoreError(f"SQLite store {redact(self.url)}: a readonly=True session wrote while another process was writing ({reason})",
                                   "open that session without readonly=True, so it takes the write lock before it reads")
             return StoreError(f"SQLite store {redact(self.url)}: another process held the write lock for over {self.lock_timeout_s:g} s ({reason})",
                               "keep transactions short, run fewer writer processes, or use PostgreSQL for many writers (ENVFARM_DB_URL=postgresql+psycopg://...)")

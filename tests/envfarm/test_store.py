@@ -143,6 +143,11 @@ def test_sqlite_locked_past_the_lock_timeout_is_one_store_error_line_with_a_fix(
         assert "locked" in line and "fix:" in line and "\n" not in line
         with store.session(readonly=True) as session:  # readers are not held up by the writer
             assert session.get(TaskRow, "a__b-2") is None
+        with pytest.raises(StoreError, match="readonly=True") as info:  # a reader that writes is told what to change
+            with store.session(readonly=True) as session:
+                session.get(TaskRow, "a__b-2")
+                session.add(TaskRow(instance_id="a__b-2", spec={}))
+        assert "fix:" in info.value.line()
     finally:
         holder.execute("ROLLBACK")
         holder.close()
