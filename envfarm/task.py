@@ -17,6 +17,11 @@ from envfarm.config import settings
 
 INSTANCE_ID_RE = re.compile(r"^[A-Za-z0-9_.-]+__[A-Za-z0-9_.-]+-\d+$|^[A-Za-z0-9_.:-]+$")
 TaskKind = Literal["swe", "web", "func"]
+# Whose test-id conventions FAIL_TO_PASS / PASS_TO_PASS use. "envfarm": exact ids from envfarm's own
+# parsers (its mined tasks). "swebench": the SWE-bench harness's ids (docstring-named Django tests,
+# pytest ids cut at a space, shortened path parameters, ...), read and matched by the harness's own
+# code: tasks imported from the SWE-bench family, and every export.
+TestIds = Literal["envfarm", "swebench"]
 
 
 class InstallConfig(BaseModel):
@@ -56,6 +61,7 @@ class TaskSpec(BaseModel):
     install: InstallConfig = Field(default_factory=InstallConfig)
     source: dict[str, str] = Field(default_factory=dict)  # issue / pull request URLs
     extra: dict[str, Any] = Field(default_factory=dict)  # kind-specific payload (e.g. web interaction script)
+    test_ids: TestIds = "envfarm"
 
     @field_validator("instance_id")
     @classmethod
@@ -72,7 +78,16 @@ class TaskSpec(BaseModel):
 
     @property
     def log_parser(self) -> str:
-        return self.install.log_parser
+        """The parser run_tests reads this task's logs with.
+
+        Under the harness's conventions that is the harness's own parser: the one the task's recipe names
+        (`swebench:parse_log_...`, from a dataset row that carries it), else the one the harness picks for
+        the repository (`swebench:owner/repo`).
+        """
+        parser = self.install.log_parser
+        if self.test_ids == "swebench" and not parser.startswith("swebench:"):
+            return f"swebench:{self.repo}"
+        return parser
 
     def to_swebench(self) -> dict[str, Any]:
         """The SWE-bench harness's field names (lists JSON-encoded as the harness stores them)."""

@@ -5,6 +5,11 @@ Which statuses pass in which list (SWE-bench's rules) is written once, in
 `envfarm.verifiers.logs.status`.
 A log whose result lines disagree with the runner's own totals, or with its exit code, is treated as
 forged or broken: it is never resolved, whatever the result lines say.
+
+A log read under the harness's conventions (`ParsedLog.test_ids == "swebench"`) is graded by the
+harness's own rules (`test_passed`, `test_maintained` and its id lookup, called from the pinned
+`swebench` package), so a task imported from the SWE-bench family resolves exactly when the harness
+says it does; the checks against the runner's totals use envfarm's exact reading of the same log.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable
 
 from envfarm.errors import EnvfarmError
+from envfarm.verifiers import harness
 from envfarm.verifiers.logs.status import ParsedLog, TestStatus
 
 
@@ -55,8 +61,28 @@ def _grade_list(ids: Iterable[str], results: dict[str, TestStatus], passes: Call
     return grade
 
 
+def _grade_list_as_harness(ids: Iterable[str], results: dict[str, TestStatus], maintained: bool) -> ListGrade:
+    """One list graded by the harness's functions: its prefix match for truncated ids, its pass rules."""
+    ids = list(dict.fromkeys(ids))
+    status_map = {test_id: status.value for test_id, status in results.items()}
+    passes = harness.test_maintained if maintained else harness.test_passed
+    grade = ListGrade(total=len(ids), passed=0)
+    for test_id in ids:
+        if passes(test_id, status_map):
+            grade.passed += 1
+        else:
+            key = harness.resolve_case(test_id, status_map)
+            grade.not_passed[test_id] = status_map[key] if key is not None else "MISSING"
+    return grade
+
+
 def consistency_problems(parsed: ParsedLog, exit_code: int | None = None) -> list[str]:
-    """Ways the result lines contradict the runner's own accounting."""
+    """Ways the result lines contradict the runner's own accounting.
+
+    Under the harness's naming the checks count envfarm's own exact reading of the log
+    (`parsed.native`): the harness's ids can merge several tests into one.
+    """
+    parsed = parsed.native or parsed
     found: list[str] = []
     counts = parsed.counts()
     bad_lines = counts.get("FAILED", 0) + counts.get("ERROR", 0)
@@ -100,8 +126,12 @@ def grade(
             "the task lists no FAIL_TO_PASS and no PASS_TO_PASS tests, so nothing can be graded",
             "re-run the miner's validation for this task (it must find at least one FAIL_TO_PASS test)",
         )
-    f2p = _grade_list(f2p_ids, parsed.results, lambda s: s.succeeded)
-    p2p = _grade_list(p2p_ids, parsed.results, lambda s: s.maintained)
+    if parsed.test_ids == "swebench":
+        f2p = _grade_list_as_harness(f2p_ids, parsed.results, maintained=False)
+        p2p = _grade_list_as_harness(p2p_ids, parsed.results, maintained=True)
+    else:
+        f2p = _grade_list(f2p_ids, parsed.results, lambda s: s.succeeded)
+        p2p = _grade_list(p2p_ids, parsed.results, lambda s: s.maintained)
     suspicious = list(dict.fromkeys([*also_suspicious, *consistency_problems(parsed, exit_code)]))
     resolved = f2p.all_passed and p2p.all_passed and not suspicious
     if suspicious:

@@ -164,6 +164,6 @@ def test_junit_truncated_report_keeps_complete_cases():
 
 
 def test_unknown_parser_names_the_known_ones():
-    with pytest.raises(EnvfarmError, match="django, junit, pytest, unittest"):
+    with pytest.raises(EnvfarmError, match="django, junit, pytest, sympy, unittest, or swebench:<owner/repo>"):
         get_parser("mocha")
-    assert set(PARSERS) == {"pytest", "unittest", "django", "junit"}
+    assert set(PARSERS) == {"pytest", "unittest", "django", "junit", "sympy"}

@@ -24,9 +24,10 @@ _STATUS_WORDS = {
     "XPASS": TestStatus.PASSED,
 }
 _SUMMARY_HEADER = re.compile(r"^=+ short test summary info =+$")
-_FINAL_LINE = re.compile(r"^=+ (?P<body>.*\d+ \w+.*) in [\d.]+s(?: \([^)]*\))? =+$")
+# pytest < 5.0 ends "in 2.80 seconds", later versions "in 2.80s" (sometimes with "(0:00:02)").
+_FINAL_LINE = re.compile(r"^=+ (?P<body>.*\d+ \w+.*) in [\d.]+ ?s(?:econds)?(?: \([^)]*\))? =+$")
 _FINAL_COUNT = re.compile(r"(\d+) (passed|failed|errors?|skipped|xfailed|xpassed|deselected|warnings?)")
-_NO_TESTS = re.compile(r"^=+ no tests ran in [\d.]+s =+$")
+_NO_TESTS = re.compile(r"^=+ no tests ran in [\d.]+ ?s(?:econds)? =+$")
 _VERBOSE = re.compile(r"^(?P<id>\S+?::\S.*?) (?P<status>PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)\b")
 _XDIST = re.compile(r"^\[gw\d+\] \[\s*\d+%\] (?P<status>PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS) (?P<rest>.+)$")
 _COLLECT_ERROR = re.compile(r"^_+ ERROR collecting (?P<path>\S+) _+$")

@@ -15,8 +15,11 @@ checks point here). It matches the official SWE-bench harness (swebench 5.0.2,
 - PASS_TO_PASS also accepts SKIPPED (`TestStatus.maintained`, the harness's `test_maintained`): a
   skip is not a regression.
 - A listed test missing from the log failed, in both lists.
-- Not adopted: the harness's prefix match for parametrized ids truncated in SWE-bench Verified's
-  data (`_resolve_case`); ids here are exact.
+- Ids: envfarm's own tasks use exact ids and exact matching. Tasks that carry the harness's
+  conventions (`TaskSpec.test_ids == "swebench"`: imported SWE-bench-family tasks, exports) are read
+  by the harness's own parsers and matched by its own rule, including its prefix match for
+  parametrized ids truncated in SWE-bench Verified's data (`_resolve_case`); see
+  `envfarm.verifiers.harness`.
 
 The miner decides the lists by the stricter rule on purpose (envfarm.tasks.validate.compare): a test
 is FAIL_TO_PASS when it does not succeed before the fix and succeeds after it, PASS_TO_PASS when it
@@ -75,6 +78,11 @@ class ParsedLog:
     # How many result lines of each word each part of the log held ("summary" -> {"PASSED": 6}), before
     # merging by id: a forged line shows up here even when its id merges into another outcome.
     line_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    # Whose naming `results` uses: "envfarm" (exact ids) or "swebench" (the harness's ids, matched by its rule).
+    test_ids: str = "envfarm"
+    # Under the harness's naming, envfarm's own exact reading of the same log: the checks against the
+    # runner's totals count its results, since the harness's ids can merge tests (shared docstrings).
+    native: ParsedLog | None = None
 
     def count_line(self, source: str, word: str) -> None:
         bucket = self.line_counts.setdefault(source, {})
