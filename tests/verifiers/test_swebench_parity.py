@@ -110,3 +110,12 @@ def test_envfarm_native_ids_differ_from_the_harness_on_docstring_tests() -> None
     assert report["resolved"] and not native.resolved
     assert set(native.pass_to_pass.not_passed) == {".pyc and .pyo files are included in the files list.",
                                                    "iter_all_python_module_file() ignores weakref modules."}
+
+
+def test_envfarm_native_ids_differ_from_the_harness_on_ids_with_spaces() -> None:
+    """pytest 4.4 on pytest's own suite: the dataset's ids are the harness's, cut at the first space."""
+    sample = DATA / "pytest-dev__pytest-5221"
+    f2p, p2p = _lists(_report(sample))
+    native = grade(parse_log("pytest", (sample / "test_output.txt").read_bytes()), [], p2p)
+    cut = {t for t in p2p if t.count("[") > t.count("]")}
+    assert len(cut) == 11 and set(native.pass_to_pass.not_passed) == cut
