@@ -15,7 +15,7 @@ CONFIG ?= trainer/configs/demo.yaml
 REPOS ?= tasks/examples/repos.txt
 
 
-.PHONY: setup demo demo-core test test-fast bench bench-sandbox bench-mine bench-fleet bench-verify bench-rollout bench-train \
+.PHONY: setup demo demo-core test test-fast bench bench-sandbox bench-mine bench-fleet bench-verify bench-rollout bench-train bench-integrity \
         mine train pretrain-tiny manifests doctor gc clean
 
 setup:  ## install system packages, the virtualenv, the Podman socket, PostgreSQL and the base image (idempotent)
@@ -58,6 +58,9 @@ bench-rollout: setup
 
 bench-train: setup
 	$(PY) -m bench.train
+
+bench-integrity: setup  ## containment probes (forkbomb, escapes, starvation, log, disk) -> bench/results/integrity.json
+	$(PY) -m bench.integrity
 
 mine: setup  ## mine tasks from the repositories listed in REPOS (one owner/name per line)
 	$(PYRUN) -m envfarm.cli mine --repos $(REPOS)

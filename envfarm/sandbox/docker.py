@@ -385,7 +385,7 @@ class DockerSandbox:
 
     def _detach(self, inner: str, workdir: str | None, env: Mapping[str, str] | None, who: str) -> ExecResult:
         started = time.monotonic()
-        created, stream = self._exec_start(["/bin/sh", "-c", detach_script(inner)], who, workdir, env)
+        created, stream = self._exec_start(["/bin/sh", "-c", detach_script(inner, uuid.uuid4().hex[:12])], who, workdir, env)
         out = b"".join(stream).decode("utf-8", errors="replace").strip().splitlines()
         try:
             sid, start = (int(x) for x in out[-1].split(":"))

@@ -87,9 +87,8 @@ def test_forkbomb_is_contained(engine_client, base_image) -> None:  # type: igno
     with DockerSandbox(base_image, run_id="pytest", client=engine_client, limits=SandboxLimits(pids=64)) as sandbox:
         bomb = sandbox.exec("bomb() { bomb | bomb & }; bomb", timeout=5)
         assert bomb.exit_code is not None  # the call returns
-        # The sandbox is still usable afterwards once the tree is killed, and the host is untouched.
-        sandbox.exec("pkill -9 -u 1000 -f bomb || true", timeout=10)
-        assert sandbox.exec("echo alive", timeout=20).output.strip().endswith("alive")
+        # The sandbox is usable for the very next exec, with no clean-up by the caller (issue #13).
+        assert sandbox.exec("echo alive", timeout=20).output.strip() == "alive"
     assert subprocess.run(["true"]).returncode == 0
 
 
