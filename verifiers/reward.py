@@ -28,6 +28,15 @@ class Reward:
     def zero(cls, reason: str, **details: Any) -> "Reward":
         return cls(0.0, False, {"reason": reason, **details})
 
+    @classmethod
+    def tampered(cls, signals: list[str], **details: Any) -> "Reward":
+        """0 for a patch aimed at the grader rather than the bug; `signals` say what gave it away.
+
+        The reason always starts with "tampering" so the RL loop and a person can count these apart
+        from honest failures (details["tampering"] lists every signal).
+        """
+        return cls(0.0, False, {**details, "reason": "tampering: " + "; ".join(signals[:3]), "tampering": list(signals)})
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

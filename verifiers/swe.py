@@ -6,6 +6,10 @@ conditions the task was validated under. A patch that does not apply scores 0 wi
 
 Grade in a fresh sandbox from `task.image` with the patch (rather than in the agent's own sandbox) so
 nothing the agent installed outside the repository can touch the run.
+
+Any sign that the patch aimed at the grader (`TestRun.tampering`: refused files, runner internals in
+added lines, a canary reported passing) or a run that contradicts itself (`TestRun.problems`) scores
+0 with a reason starting "tampering"; the grade is still computed and kept in the details.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ class SweVerifier:
         if not task.base_commit:
             details["warning"] = "task has no base_commit: restored test files from HEAD"
         try:
-            run = run_tests(sandbox, task, patch, timeout=self.timeout)
+            run = run_tests(sandbox, task, patch, timeout=self.timeout, canary=True)
         except PatchError as exc:
             return Reward.zero(f"the patch does not apply: {exc.line()}", hunk=exc.hunk, **details)
         return reward_for(task, run, details, partial_credit=self.partial_credit)
@@ -64,11 +68,21 @@ def reward_for(task: TaskSpec, run: TestRun, details: dict[str, Any] | None = No
         duration_s=round(run.duration, 3),
         restored=run.restored,
         reverted_runner_config=run.reverted_runner_config,
+        dropped=run.dropped,
+        plugins=run.plugins,
+        canary=run.canary,
         log_tail=run.log_tail,
         graded_from=run.source,
     )
+    contradictions = [p for p in run.problems if p != NO_REPORT]
+    signals = list(run.tampering)
+    if contradictions:
+        signals.append("suspected, the run contradicts itself: " + "; ".join(contradictions[:3]))
     if run.source == SOURCE_NOTHING or run.parsed is None:
-        details.update(reason=NO_REPORT, console_problems=run.console_problems)
+        details.update(console_problems=run.console_problems)
+        if signals:
+            return Reward.tampered(signals, **details)
+        details.update(reason=NO_REPORT)
         return Reward(0.0, False, details, {})
     result = grade(
         run.parsed,
@@ -81,6 +95,8 @@ def reward_for(task: TaskSpec, run: TestRun, details: dict[str, Any] | None = No
     if run.timed_out:
         result.problems.append(f"the test command timed out after {run.timeout or run.duration:.0f}s")
     details["grade"] = result.to_dict()
+    if signals:
+        return Reward.tampered(signals, **details)
     return Reward(result.reward, result.resolved, details, {})
 
 

@@ -238,5 +238,7 @@ def test_run_tests_reverts_runner_config_a_fix_changes(repo_sandbox):
         "+[pytest]\n+addopts = -k 'not test_add'\n"
     )
     run = run_tests(sb, _task(base), sneaky, timeout=120)
-    assert run.reverted_runner_config == ["pytest.ini"] and "pytest.ini" in run.restored
+    assert run.dropped == ["pytest.ini (test-runner configuration)"]  # never applied, not merely reverted
+    assert run.tampering == ["the patch changes pytest.ini (test-runner configuration): not applied"]
+    assert sb.exec("test ! -e pytest.ini", workdir=WORKDIR).ok
     assert run.results["tests/test_calc.py::test_add"] == TestStatus.FAILED and run.trustworthy

@@ -4,6 +4,11 @@ Maven Surefire and Gradle, which all write the same <testsuite>/<testcase> shape
 The report is the tamper-resistant source: the runner writes it to a path outside the repository
 that the code under test does not know. A report cut off mid-write is read incrementally, so every
 complete <testcase> before the cut still counts and the cut is reported.
+
+The bytes may still be hostile (the code under test can learn the path from argv): the reader never
+raises on them. Oversized input (over `MAX_REPORT_BYTES`), a DTD (entity expansion), NUL bytes and
+any other malformed XML make an incomplete log with a problem, never an exception, and the whole
+report is never more than one bounded buffer.
 """
 
 from __future__ import annotations
@@ -44,30 +49,59 @@ def testcase_status(case: ET.Element) -> TestStatus:
     return TestStatus.PASSED
 
 
+MAX_REPORT_BYTES = 32 << 20
+_CHUNK = 1 << 16
+
+
+def _malformed(parsed: ParsedLog, why: str) -> None:
+    parsed.complete = False
+    parsed.problems.append(f"report is not well-formed XML ({why}); read the test cases before that point")
+
+
 def parse_junit_xml(raw: bytes | str) -> ParsedLog:
     parsed = ParsedLog(framework="junit")
-    data = raw.encode("utf-8") if isinstance(raw, str) else raw
+    data = raw.encode("utf-8", errors="replace") if isinstance(raw, str) else bytes(raw)
+    if len(data) > MAX_REPORT_BYTES:
+        parsed.complete = False
+        parsed.problems.append(f"report is {len(data)} bytes, over the {MAX_REPORT_BYTES} read: not parsed")
+        return parsed
+    if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
+        parsed.complete = False
+        parsed.problems.append("report declares a DTD or entities (no runner writes one): not parsed")
+        return parsed
     parser = ET.XMLPullParser(events=("end",))
     suites_seen = 0
+    # Errors surface from feed()/close() *and* from read_events() (the pull parser queues them), so
+    # every call is guarded; events read before the error still count.
     try:
-        parser.feed(data)
+        for start in range(0, max(len(data), 1), _CHUNK):
+            parser.feed(data[start : start + _CHUNK])
+            suites_seen += _drain(parser, parsed)
         parser.close()
-    except ET.ParseError as exc:
-        parsed.complete = False
-        parsed.problems.append(f"report is not well-formed XML ({exc}); read the test cases before that point")
-    for _event, element in parser.read_events():
-        if element.tag == "testcase":
-            parsed.add(testcase_id(element), testcase_status(element))
-        elif element.tag == "testsuite":
-            suites_seen += 1
-            for key in ("tests", "failures", "errors", "skipped"):
-                value = element.get(key)
-                if value is not None and value.isdigit():
-                    parsed.reported[key] = parsed.reported.get(key, 0) + int(value)
+        suites_seen += _drain(parser, parsed)
+    except (ET.ParseError, ValueError, TypeError, AttributeError, RecursionError, MemoryError) as exc:
+        _malformed(parsed, f"{type(exc).__name__}: {str(exc)[:200]}")
     if suites_seen == 0 and parsed.complete:
         parsed.complete = False
         parsed.problems.append("no <testsuite> element in the report")
     if not parsed.results:
-        text, _ = decode(data[:200])
+        text, _ = decode(data[:200].replace(b"\0", b""))
         parsed.problems.append(f"no <testcase> elements in the report (starts with {text[:80]!r})")
     return parsed
+
+
+def _drain(parser: ET.XMLPullParser, parsed: ParsedLog) -> int:
+    """Record the events parsed so far; returns how many <testsuite> elements closed."""
+    suites = 0
+    for _event, element in parser.read_events():
+        if element.tag == "testcase":
+            parsed.add(testcase_id(element), testcase_status(element))
+            element.clear()
+        elif element.tag == "testsuite":
+            suites += 1
+            for key in ("tests", "failures", "errors", "skipped"):
+                value = element.get(key)
+                if value is not None and value.isdigit():
+                    parsed.reported[key] = parsed.reported.get(key, 0) + int(value)
+            element.clear()
+    return suites
