@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import math
 import sys
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -31,6 +32,7 @@ MOUNTS: dict[str, Mount] = {
     "train": Mount("envfarm.trainer.cli", "Launch an RL run."),
     "fleet": Mount("envfarm.fleet.cli", "Kubernetes fleet controller and tools."),
     "verify": Mount("envfarm.verifiers.cli", "Run verifiers on tasks and web apps."),
+    "tasks": Mount("envfarm.tasks.import_cli", "Import tasks from SWE-bench-family datasets (SWE-bench, SWE-rebench, SWE-smith, ...)."),
 }
 _LOADED: dict[str, TyperCommand | TyperGroup] = {}
 
@@ -194,7 +196,14 @@ def exec_(
 ) -> None:
     """Run one command in a fresh sandbox and print its output (exit code is the command's)."""
     from envfarm import sandbox as sandboxes
+    from envfarm.sandbox.protocol import MAX_TIMEOUT
 
+    # Checked before a container exists: the sandbox's own check would refuse it only after starting one.
+    if not math.isfinite(timeout) or timeout <= 0 or timeout > MAX_TIMEOUT:
+        raise EnvfarmError(f"--timeout {timeout:g} is not a number of seconds in (0, {MAX_TIMEOUT:g}]",
+                           "pass a finite positive timeout, e.g. --timeout 60")
+    if not command.strip():
+        raise EnvfarmError("the command to run is empty", "pass a shell command, e.g. envfarm exec IMAGE 'echo hi'")
     with sandboxes.open(image, run_id="adhoc") as sandbox:
         result = sandbox.exec(command, timeout=timeout)
     sys.stdout.write(result.output)

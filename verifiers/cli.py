@@ -32,9 +32,17 @@ def web(
 
     Prints the reward as JSON on stdout and the HTML report's path on stderr; exits 0 if it passed, 1 if not.
     """
+    from envfarm.errors import EnvfarmError
     from envfarm.verifiers.web.judge import JudgeClient
     from envfarm.verifiers.web.verifier import WebVerifier
 
+    # Paths are checked before a browser starts, each naming the argument to change.
+    if app_dir.exists() and not app_dir.is_dir():
+        raise EnvfarmError(f"APP {app_dir} is a file, not a folder", "pass the folder holding index.html (or the app's root with --command)")
+    if out is not None:
+        existing = next((p for p in (out, *out.parents) if p.exists()), None)
+        if existing is not None and not existing.is_dir():
+            raise EnvfarmError(f"--out {out}: {existing} is a file, not a folder", "pass a new or existing folder for the evidence, or omit --out")
     served = {"root": str(app_dir), **({"command": command} if command else {})}
     reward = WebVerifier(judge=JudgeClient.from_env(), judge_weight=judge_weight).verify_app(served, script, out)
     sys.stdout.write(reward.to_json() + "\n")

@@ -125,25 +125,53 @@ Mode = Literal["json", "yaml"]
 
 
 def load_script(source: str | Path | dict[str, Any]) -> InteractionScript:
-    """Accept a path to .json/.yaml, a JSON/YAML string, or an already-loaded dict."""
+    """Accept a path to .json/.yaml, a JSON/YAML string, or an already-loaded dict.
+
+    Every way a script can be unreadable (missing, not UTF-8, bad syntax, wrong shape) is an EnvfarmError
+    naming the script, so `envfarm verify web` and the verifier API give one line instead of a traceback.
+    """
     where = "script"
     data: Any = source
     if isinstance(source, Path) or (isinstance(source, str) and "\n" not in source and source.endswith((".json", ".yaml", ".yml"))):
         path = Path(source)
         where = str(path)
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise EnvfarmError(f"cannot read interaction script {path}: {exc}", "check the task's extra.web.script path") from exc
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        data = _parse(_read(path), where, json_only=path.suffix == ".json")
     elif isinstance(source, str):
-        try:
-            data = yaml.safe_load(source)  # YAML is a superset of JSON
-        except yaml.YAMLError as exc:
-            raise EnvfarmError(f"interaction script is neither JSON nor YAML: {exc}", "fix the script's syntax") from exc
+        data = _parse(source, where, json_only=False)
     try:
         return InteractionScript.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = ".".join(str(p) for p in first["loc"])
         raise EnvfarmError(f"invalid interaction script ({where}) at {loc or 'top level'}: {first['msg']}", "see verifiers/web/script.py for the step and expectation forms") from exc
+
+
+def _read(path: Path) -> str:
+    fix = "check the script's path (the SCRIPT argument, or the task's extra.web.script)"
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise EnvfarmError(f"cannot read interaction script {path}: {exc.strerror or exc}", fix) from exc
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        utf16 = raw[:2] in (b"\xff\xfe", b"\xfe\xff")
+        raise EnvfarmError(
+            f"cannot read interaction script {path}: it is {'UTF-16' if utf16 else 'not UTF-8'} text (byte {raw[exc.start]:#04x} at offset {exc.start})",
+            "save the script as UTF-8",
+        ) from exc
+
+
+def _parse(text: str, where: str, *, json_only: bool) -> Any:
+    """JSON for a .json file, else YAML (a superset of JSON); a syntax error names its line."""
+    try:
+        return json.loads(text) if json_only else yaml.safe_load(text)
+    except json.JSONDecodeError as exc:
+        raise EnvfarmError(f"interaction script ({where}) is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+                           "fix the script's JSON syntax") from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise EnvfarmError(f"interaction script ({where}) is neither JSON nor YAML: {problem}{at}",
+                           "fix the script's syntax") from exc
