@@ -169,23 +169,49 @@ def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
+def _read_config(p: Path) -> dict[str, Any]:
+    """The config file as a mapping; missing, a folder, not UTF-8, bad YAML or empty: one EnvfarmError each."""
+    if not p.exists():
+        raise EnvfarmError(f"config file {p} does not exist", "pass --config trainer/configs/demo.yaml or another YAML file")
+    if not p.is_file():
+        raise EnvfarmError(f"config file {p} is not a file", "pass --config with the path of a YAML file, e.g. trainer/configs/demo.yaml")
+    try:
+        text = p.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise EnvfarmError(f"cannot read config file {p}: {exc.strerror or exc}", "check the path and its permissions") from None
+    except UnicodeDecodeError as exc:
+        raise EnvfarmError(f"config file {p} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start})",
+                           "save the config as UTF-8") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or " ".join(str(exc).split())[:200]
+        raise EnvfarmError(f"config file {p} is not valid YAML: {problem}{where}", "fix the YAML syntax") from None
+    if raw is None:
+        # An empty file would silently run every default: say so rather than train on nothing that was read.
+        raise EnvfarmError(f"config file {p} is empty", "write a run config (see trainer/configs/demo.yaml), or pass that file")
+    if not isinstance(raw, dict):
+        raise EnvfarmError(f"config file {p} must be a mapping of sections", "see trainer/configs/demo.yaml")
+    return raw
+
+
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:  # type: ignore[assignment]
     raw: dict[str, Any] = {}
     if path is not None:
-        p = Path(path)
-        if not p.exists():
-            raise EnvfarmError(f"config file {p} does not exist", "pass --config trainer/configs/demo.yaml or another YAML file")
-        try:
-            raw = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise EnvfarmError(f"config file {p} is not valid YAML: {str(exc).splitlines()[0]}", "fix the YAML syntax") from None
-        if not isinstance(raw, dict):
-            raise EnvfarmError(f"config file {p} must be a mapping of sections", "see trainer/configs/demo.yaml")
+        raw = _read_config(Path(path))
     for item in overrides:
         if "=" not in item:
             raise EnvfarmError(f"override {item!r} is not key=value", "write overrides like train.steps=10")
         key, value = item.split("=", 1)
-        _set(raw, key.strip(), yaml.safe_load(value) if value.strip() else "")
+        if not all(part.strip() for part in key.split(".")):
+            raise EnvfarmError(f"override {item!r} has an empty key", "write overrides like train.steps=10")
+        try:
+            parsed = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            raise EnvfarmError(f"override {item!r}: the value is not valid YAML", "quote a string value, e.g. key='[text'") from None
+        _set(raw, key.strip(), parsed)
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as exc:
