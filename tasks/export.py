@@ -1,12 +1,79 @@
-"""Export validated tasks to SWE-bench-format JSONL (the harness's field names), atomically."""
+"""Export validated tasks to SWE-bench-format JSONL (the harness's field names and test ids), atomically.
+
+envfarm's own tasks list tests by exact ids; the harness names them its own way (pytest ids cut at the
+first space, path parameters shortened for some repositories, ...). Each exported id is the one the
+harness's own parser reads from the line the runner prints for that test, so graded by the official
+harness an exported task resolves exactly when envfarm's grading of the same run says it does.
+The row names that parser (`log_parser`, which swebench 5.x reads from the row) and carries
+`test_ids: "swebench"`; tasks already under the harness's conventions (imported ones) keep their ids.
+
+Not recoverable from an id alone: the docstring line the harness uses instead of a Django test's name
+(the test's source is needed for that), so such a test keeps its `name (module.Class)` id.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
+from envfarm.errors import EnvfarmError
 from envfarm.store import Store
+from envfarm.task import TaskSpec
 from envfarm.tasks.store import load_tasks
+from envfarm.verifiers import harness
+
+# The harness parser that reads the runner behind each of envfarm's own parsers (for repositories the
+# harness does not know by name).
+_PARSER_FOR_NATIVE = {"pytest": "parse_log_pytest", "junit": "parse_log_pytest", "django": "parse_log_django",
+                      "unittest": "parse_log_django", "sympy": "parse_log_sympy"}
+
+
+def _runner_line(parser_name: str, test_id: str) -> str:
+    """The line the runner prints for a passing test, in the form the harness parser reads."""
+    if parser_name == "parse_log_django":
+        return f"{test_id} ... ok"
+    if parser_name == "parse_log_sympy":
+        return f"{test_id.rsplit('::', 1)[-1]} ok"
+    return f"PASSED {test_id}"  # every pytest-family parser reads -rA summary lines
+
+
+def harness_parser_name(task: TaskSpec) -> str:
+    try:
+        return harness.parser_for(task.repo)[0]
+    except EnvfarmError:
+        name = _PARSER_FOR_NATIVE.get(task.install.log_parser)
+        if name is None:
+            raise EnvfarmError(
+                f"task {task.instance_id}: the SWE-bench harness has no parser for {task.repo} and none reads "
+                f"envfarm's {task.install.log_parser!r} logs",
+                "export only tasks whose tests run under pytest, Django's or unittest's runner, or sympy's",
+            ) from None
+        return name
+
+
+def harness_ids(task: TaskSpec, ids: list[str]) -> list[str]:
+    """`ids` as the harness names them (order kept; ids the harness merges appear once)."""
+    if task.test_ids == "swebench":
+        return list(ids)
+    name, parser = harness.parser_for(harness_parser_name(task))
+    out: dict[str, None] = {}
+    for test_id in ids:
+        read = parser(_runner_line(name, test_id), None)
+        out[next(iter(read)) if len(read) == 1 else test_id] = None
+    return list(out)
+
+
+def export_row(task: TaskSpec) -> dict[str, Any]:
+    row = task.to_swebench()
+    row["FAIL_TO_PASS"] = json.dumps(harness_ids(task, task.FAIL_TO_PASS))
+    row["PASS_TO_PASS"] = json.dumps(harness_ids(task, task.PASS_TO_PASS))
+    parser = task.log_parser
+    row["log_parser"] = parser[len(harness.PREFIX):] if parser.startswith(harness.PREFIX) else harness_parser_name(task)
+    if row["log_parser"] not in harness.module("log_parsers").PARSER_REGISTRY:
+        row["log_parser"] = harness.parser_for(row["log_parser"])[0]  # a repository name: the harness's parser for it
+    row["test_ids"] = "swebench"
+    return row
 
 
 def export_jsonl(store: Store, out: str | Path, repo: str | None = None) -> int:
@@ -14,8 +81,9 @@ def export_jsonl(store: Store, out: str | Path, repo: str | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     tasks = load_tasks(store, repo)
+    rows = [export_row(task) for task in tasks]  # every row first: a task that cannot be exported leaves no file
     with tmp.open("w", encoding="utf-8") as handle:
-        for task in tasks:
-            handle.write(json.dumps(task.to_swebench(), ensure_ascii=False) + "\n")
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
     tmp.replace(out)  # readers never see half a file
     return len(tasks)
