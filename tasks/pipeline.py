@@ -29,6 +29,7 @@ from envfarm.tasks.envsetup.build import build_env
 from envfarm.tasks.envsetup.failures import classify_build_failure, excerpt
 from envfarm.tasks.instance import instance_recipe
 from envfarm.tasks.mirror import Mirror, MirrorError
+from envfarm.tasks.sources.jsonl import records_read
 from envfarm.tasks.sources.records import RepoActivity, SourceError
 from envfarm.tasks.store import TERMINAL, candidate_states, env_row, record_candidate, record_env, record_repo
 from envfarm.tasks.validate import InfraFailure, validate
@@ -84,12 +85,24 @@ def load_activity(repo: str, config: MineConfig) -> RepoActivity:
 
 
 def scan_repo(repo: str, url: str, config: MineConfig, store: Store) -> list[EnvGroup]:
-    """Sources + mirror + candidates; records every PR's funnel row; returns unfinished work by env."""
+    """Sources + mirror + candidates; records every PR's funnel row; returns unfinished work by env.
+
+    A repository that yields nothing to mine from is a failed scan with its reason class, the problem and
+    its fix (what `envfarm mine` prints), never "scanned" with an all-zero funnel."""
+    skipped: list[str] = []
     try:
         activity = load_activity(repo, config)
+        skipped = activity.skipped
+        if config.offline_dir is not None and activity.skipped and not records_read(activity):
+            raise SourceError(
+                f"no readable record in the offline dump of {repo}: all {len(activity.skipped)} line(s) skipped, first: {activity.skipped[0]}",
+                'write one JSON object per line: {"type": "issue"|"pull"|"timeline"|"comment", "data": {...}} (see tasks/sources/jsonl.py)',
+                reason_class="dump_unreadable",
+            )
         mirror = Mirror.ensure(config.mirrors, repo, url or activity.clone_url or f"https://github.com/{repo}.git")
     except (SourceError, MirrorError) as exc:
-        record_repo(store, repo, "failed", exc.reason_class, exc.line())
+        record_repo(store, repo, "failed", exc.reason_class, exc.line(),
+                    detail={"problem": exc.problem, "fix": exc.fix, "skipped_lines": skipped[:20], "skipped_count": len(skipped)})
         return []
     done = candidate_states(store, repo)
     results = select_all(activity, mirror, config.filters, config.max_prs)
@@ -102,7 +115,7 @@ def scan_repo(repo: str, url: str, config: MineConfig, store: Store) -> list[Env
             record_candidate(store, result.instance_id, repo, result.pr_number, "candidate", "filtered", result.reason_class, result.reason, detail=result.detail)
         else:
             pending.append(result)
-    record_repo(store, repo, "scanned", detail={"pull_requests": len(activity.pulls), "issues": len(activity.issues), "skipped_lines": activity.skipped[:20], "candidates": sum(isinstance(r, Candidate) for r in results)})
+    record_repo(store, repo, "scanned", detail={"pull_requests": len(activity.pulls), "issues": len(activity.issues), "skipped_lines": activity.skipped[:20], "skipped_count": len(activity.skipped), "candidates": sum(isinstance(r, Candidate) for r in results)})
     recipes = recipes_for(config.filters.language)
     by_version: dict[str, list[Candidate]] = defaultdict(list)
     for cand in pending:

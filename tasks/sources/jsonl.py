@@ -5,7 +5,9 @@ Layout (one file per repository, so an air-gapped cluster can mine from a snapsh
                                 (timeline and comment lines also carry "issue_number"; a pull may carry
                                 "first_commit_at", the time its first commit was authored)
     DIR/<owner>__<name>.git     optional bare git mirror used instead of cloning from GitHub
-A malformed line is skipped with its line number and reason; it never stops the repository.
+A malformed line is skipped with its line number and reason; it never stops the repository. A dump that
+cannot be JSONL at all (UTF-16 or UTF-32, not UTF-8 on any line, empty, not a file) is a SourceError
+naming the dump, and a dump whose every line was skipped is a failed scan (the pipeline's scan stage).
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ def add_record(activity: RepoActivity, kind: str, data: dict[str, Any], issue_nu
 def read_lines(repo: str, lines: Iterable[bytes], source_name: str) -> RepoActivity:
     activity = RepoActivity(repo=repo)
     for number, raw in enumerate(lines, start=1):
+        if number == 1:
+            raw = raw.removeprefix(UTF8_BOM)  # editors on Windows write one; it is not part of the JSON
         if not raw.strip():
             continue
         try:
@@ -71,16 +75,51 @@ def read_lines(repo: str, lines: Iterable[bytes], source_name: str) -> RepoActiv
     return activity
 
 
+UTF8_BOM = b"\xef\xbb\xbf"
+WIDE_BOMS = {b"\xff\xfe\x00\x00": "UTF-32", b"\x00\x00\xfe\xff": "UTF-32", b"\xff\xfe": "UTF-16", b"\xfe\xff": "UTF-16"}
+
+
+def wide_encoding(head: bytes) -> str | None:
+    """'UTF-16' / 'UTF-32' when the file's first bytes say so (a BOM, or NULs between ASCII letters, as
+    PowerShell's `>` and Python's encoding='utf-16' write); JSONL in UTF-8 never holds a NUL byte."""
+    for bom, name in WIDE_BOMS.items():  # UTF-32's BOMs first: they start with UTF-16's
+        if head.startswith(bom):
+            return name
+    if head and head.count(0) * 4 >= len(head):
+        return "UTF-32" if head.count(0) * 4 >= len(head) * 3 else "UTF-16"
+    return None
+
+
+def records_read(activity: RepoActivity) -> int:
+    """How many records the dump contributed (issues, pulls, references, comments)."""
+    return len(activity.issues) + len(activity.pulls) + len(activity.references) + sum(map(len, activity.comments.values()))
+
+
 def load_repo(directory: str | Path, repo: str) -> RepoActivity:
     path = dump_path(Path(directory), repo)
+    where = f"write {path.name} into {directory} (see tasks/sources/jsonl.py for the format) or drop --offline"
+    if not path.exists():
+        raise SourceError(f"no offline dump for {repo}: {path} does not exist", where, reason_class="repo_not_found")
     if not path.is_file():
-        raise SourceError(
-            f"no offline dump for {repo}: {path} does not exist",
-            f"write {path.name} into {directory} (see tasks/sources/jsonl.py for the format) or drop --offline",
-            reason_class="repo_not_found",
-        )
-    with path.open("rb") as handle:
-        activity = read_lines(repo, handle, path.name)
+        raise SourceError(f"offline dump {path} is not a file", where, reason_class="dump_unreadable")
+    try:
+        with path.open("rb") as handle:
+            wide = wide_encoding(handle.read(4096))
+            if wide is not None:
+                raise SourceError(f"dump {path} is {wide}, not UTF-8 JSONL",
+                                  f"write UTF-8 JSONL: iconv -f {wide} -t UTF-8 {path.name} > {path.stem}.utf8, then rename it",
+                                  reason_class="dump_encoding")
+            handle.seek(0)
+            activity = read_lines(repo, handle, path.name)
+    except OSError as exc:
+        raise SourceError(f"cannot read offline dump {path}: {exc.strerror or exc}", "check the file's permissions",
+                          reason_class="dump_unreadable") from None
+    if not activity.skipped and not records_read(activity):
+        raise SourceError(f"offline dump {path} is empty", where, reason_class="dump_empty")
+    if not records_read(activity) and all(": UnicodeDecodeError: " in line for line in activity.skipped):
+        raise SourceError(f"dump {path} is not UTF-8 text ({activity.skipped[0]})",
+                          f"write UTF-8 JSONL: iconv -f LATIN1 -t UTF-8 {path.name} > {path.stem}.utf8 (name the dump's real encoding), then rename it",
+                          reason_class="dump_encoding")
     mirror = path.with_suffix(".git")
     if mirror.is_dir():
         activity.clone_url = str(mirror.resolve())
