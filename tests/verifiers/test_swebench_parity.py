@@ -119,3 +119,13 @@ def test_envfarm_native_ids_differ_from_the_harness_on_ids_with_spaces() -> None
     native = grade(parse_log("pytest", (sample / "test_output.txt").read_bytes()), [], p2p)
     cut = {t for t in p2p if t.count("[") > t.count("]")}
     assert len(cut) == 11 and set(native.pass_to_pass.not_passed) == cut
+
+
+def test_two_django_tests_sharing_a_docstring_are_one_harness_id() -> None:
+    """django__django-11620: five docstrings are shared by two test classes each."""
+    raw = (DATA / "django__django-11620" / "test_output.txt").read_bytes()
+    native, as_harness = parse_log("django", raw), parse_log("swebench:django/django", raw)
+    assert len(native.results) == 72 == native.reported["ran"]
+    assert len(as_harness.results) == 67
+    assert "An exception report can be generated without request" in as_harness.results
+    assert grade(as_harness, [], list(as_harness.results)).suspicious == []  # the runner's totals are checked on the exact reading
