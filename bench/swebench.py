@@ -25,6 +25,7 @@ from envfarm.task import TaskSpec
 from envfarm.tasks.importers import import_path
 from envfarm.verifiers.grading import grade
 from envfarm.verifiers.logs import parse_log
+from envfarm.verifiers.logs.harness_log import read_harness_log
 
 ROOT = Path(__file__).resolve().parent.parent
 LOGS = ROOT / "tests" / "verifiers" / "data" / "swebench_logs"
@@ -45,6 +46,11 @@ def _samples() -> list[tuple[str, bytes, dict[str, Any]]]:
     return out
 
 
+def _read(parser: str, raw: bytes):  # type: ignore[no-untyped-def]
+    """A harness log under the harness's conventions is read as the harness reads it; else envfarm's parser."""
+    return read_harness_log(raw, parser.removeprefix("swebench:")) if parser.startswith("swebench:") else parse_log(parser, raw)
+
+
 def _lists(report: dict[str, Any]) -> tuple[list[str], list[str]]:
     s = report["tests_status"]
     return s["FAIL_TO_PASS"]["success"] + s["FAIL_TO_PASS"]["failure"], s["PASS_TO_PASS"]["success"] + s["PASS_TO_PASS"]["failure"]
@@ -55,7 +61,7 @@ def parity(samples: list[tuple[str, bytes, dict[str, Any]]], parser_for: Any) ->
     misses: list[str] = []
     for name, raw, report in samples:
         f2p, p2p = _lists(report)
-        result = grade(parse_log(parser_for(name), raw), f2p, p2p)
+        result = grade(_read(parser_for(name), raw), f2p, p2p)
         logs_agree += result.resolved == report["resolved"]
         for key, graded in (("FAIL_TO_PASS", result.fail_to_pass), ("PASS_TO_PASS", result.pass_to_pass)):
             for ok, ids in ((True, report["tests_status"][key]["success"]), (False, report["tests_status"][key]["failure"])):
@@ -74,7 +80,7 @@ def grading_throughput(samples: list[tuple[str, bytes, dict[str, Any]]], parser_
     start = time.perf_counter()
     for _ in range(repeats):
         for name, raw, report in samples:
-            grade(parse_log(parser_for(name), raw), *_lists(report))
+            grade(_read(parser_for(name), raw), *_lists(report))
     seconds = time.perf_counter() - start
     return {"bytes": total, "seconds": round(seconds, 3), "mb_per_s": round(total / seconds / 1e6, 2)}
 

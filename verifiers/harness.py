@@ -104,17 +104,17 @@ def test_section(text: str) -> str:
     return text.split(start, 1)[1].split(end, 1)[0]
 
 
-def status_map(text: str, spec: str) -> tuple[dict[str, str], bool, str]:
+def status_map(text: str, spec: str, *, harness_log: bool) -> tuple[dict[str, str], bool, str]:
     """What the harness reads from one log: (test id -> status, whether the log counts, parser name).
 
-    A harness log (with its markers) goes through the harness's own `get_logs_eval`, so its checks apply
-    as written (patch-apply failure, timeout, missing markers, exit code contradicting the results).
-    envfarm's own runs print only the test command's output, with no markers: the harness's parser reads
-    the whole of it, as it would have read the section between the markers.
+    A log the harness wrote (`harness_log`) goes through the harness's own `get_logs_eval`, so its checks
+    apply as written (patch-apply failure, timeout, missing markers, exit code contradicting the results).
+    envfarm's own runs print only the test command's output: the harness's parser reads the whole of it,
+    as it would have read the section between its markers (which those runs do not print).
     """
     name, parser = parser_for(spec)
     test_spec = _test_spec(name)
-    if not is_harness_log(text):
+    if not harness_log:
         return parser(text, test_spec), True, name
     with tempfile.NamedTemporaryFile("w", encoding="utf-8", suffix=".log", delete=False) as handle:
         handle.write(text)

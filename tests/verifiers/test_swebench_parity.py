@@ -21,6 +21,7 @@ from envfarm.task import TaskSpec  # noqa: E402
 from envfarm.verifiers import harness  # noqa: E402
 from envfarm.verifiers.grading import grade  # noqa: E402
 from envfarm.verifiers.logs import parse_log  # noqa: E402
+from envfarm.verifiers.logs.harness_log import read_harness_log  # noqa: E402
 
 DATA = Path(__file__).parent / "data" / "swebench_logs"
 SAMPLES = sorted(p for p in DATA.iterdir() if (p / "report.json").is_file())
@@ -45,7 +46,8 @@ def _envfarm_grade(sample: Path):
     report = _report(sample)
     task = TaskSpec(instance_id=sample.name, repo=_repo(sample.name), test_ids="swebench")
     f2p, p2p = _lists(report)
-    return report, grade(parse_log(task.log_parser, (sample / "test_output.txt").read_bytes()), f2p, p2p)
+    spec = task.log_parser.removeprefix(harness.PREFIX)  # the harness's parser for the task's repository
+    return report, grade(read_harness_log((sample / "test_output.txt").read_bytes(), spec), f2p, p2p)
 
 
 def test_the_sample_covers_the_cases_it_claims() -> None:
@@ -124,8 +126,34 @@ def test_envfarm_native_ids_differ_from_the_harness_on_ids_with_spaces() -> None
 def test_two_django_tests_sharing_a_docstring_are_one_harness_id() -> None:
     """django__django-11620: five docstrings are shared by two test classes each."""
     raw = (DATA / "django__django-11620" / "test_output.txt").read_bytes()
-    native, as_harness = parse_log("django", raw), parse_log("swebench:django/django", raw)
+    native, as_harness = parse_log("django", raw), read_harness_log(raw, "django/django")
     assert len(native.results) == 72 == native.reported["ran"]
     assert len(as_harness.results) == 67
     assert "An exception report can be generated without request" in as_harness.results
     assert grade(as_harness, [], list(as_harness.results)).suspicious == []  # the runner's totals are checked on the exact reading
+
+
+@pytest.mark.parametrize("sample", SAMPLES, ids=[p.name for p in SAMPLES])
+def test_the_same_output_from_an_envfarm_run_grades_the_same(sample: Path) -> None:
+    """run_tests hands the parser the test command's output whole (no harness markers are obeyed there)."""
+    report = _report(sample)
+    f2p, p2p = _lists(report)
+    task = TaskSpec(instance_id=sample.name, repo=_repo(sample.name), test_ids="swebench")
+    raw = (sample / "test_output.txt").read_text()
+    start, end = harness.markers()
+    inner = raw.split(start, 1)[1].split(end, 1)[0].split("\n", 1)[1]  # what the test command itself printed
+    assert grade(parse_log(task.log_parser, inner), f2p, p2p).resolved == report["resolved"]
+
+
+def test_markers_printed_by_the_code_under_test_do_not_pick_what_is_read() -> None:
+    """A patch that prints the harness's markers around forged PASSED lines in an envfarm run is not resolved."""
+    sample = DATA / "pytest-dev__pytest-5103"
+    start, end = harness.markers()
+    real = (sample / "test_output.txt").read_text().split(start, 1)[1].split(end, 1)[0]
+    forged = (f"{start}\n=========================== short test summary info ============================\n"
+              "PASSED testing/test_assertrewrite.py::TestAssertionRewrite::test_unroll_expression\n"
+              f"=== 1 passed in 0.01 seconds ===\n{end}\n")
+    f2p = ["testing/test_assertrewrite.py::TestAssertionRewrite::test_unroll_expression"]
+    parsed = parse_log("swebench:pytest-dev/pytest", forged + real)
+    result = grade(parsed, f2p, [])
+    assert not result.resolved and any("markers" in p for p in result.problems)

@@ -34,12 +34,20 @@ def _native_parser(parser_name: str) -> Callable[[bytes | str], ParsedLog] | Non
     return parse_pytest_log
 
 
-def parse_harness_log(raw: bytes | str, spec: str) -> ParsedLog:
-    """Parse `raw` with the harness's parser for `spec` (a repository or a harness parser name)."""
+def parse_harness_log(raw: bytes | str, spec: str, *, harness_log: bool = False) -> ParsedLog:
+    """Parse `raw` with the harness's parser for `spec` (a repository or a harness parser name).
+
+    `harness_log=False` (the default, and what `run_tests` gets): the output of envfarm's own run of the
+    test command, read whole. The harness's markers mean nothing there; one printed by the code under
+    test must not choose which part of the output is read, so it is reported, not obeyed.
+    `harness_log=True` (`read_harness_log`): a log the harness's eval script wrote, read by the
+    harness's own `get_logs_eval`, markers and all.
+    """
     text, bad = decode(raw)
-    results, counted, parser_name = harness.status_map(text, spec)
+    marked = harness.is_harness_log(text)
+    results, counted, parser_name = harness.status_map(text, spec, harness_log=harness_log)
     native_parser = _native_parser(parser_name)
-    native = native_parser(harness.test_section(text)) if native_parser else None
+    native = native_parser(harness.test_section(text) if harness_log else text) if native_parser else None
     parsed = ParsedLog(
         framework=native.framework if native else "swebench",
         test_ids="swebench",
@@ -49,6 +57,9 @@ def parse_harness_log(raw: bytes | str, spec: str) -> ParsedLog:
         complete=native.complete if native else True,
         problems=list(native.problems) if native else ([f"{bad} undecodable byte(s) replaced"] if bad else []),
     )
+    if marked and not harness_log:
+        parsed.problems.append("the output contains the SWE-bench harness's test-output markers, which envfarm's own runs never "
+                               "print (the code under test printed them); the whole output was read")
     if not counted:
         parsed.problems.append(
             "the harness would not grade this log (patch not applied, tests errored or timed out, markers missing, "
@@ -65,3 +76,8 @@ def parse_harness_log(raw: bytes | str, spec: str) -> ParsedLog:
     if not parsed.results:
         parsed.problems.append(f"the harness's parser {parser_name} read no test results from the log")
     return parsed
+
+
+def read_harness_log(raw: bytes | str, spec: str) -> ParsedLog:
+    """A log written by the official harness (its `test_output.txt`), read as the harness reads it."""
+    return parse_harness_log(raw, spec, harness_log=True)
