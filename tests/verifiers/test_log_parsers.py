@@ -167,3 +167,40 @@ def test_unknown_parser_names_the_known_ones():
     with pytest.raises(EnvfarmError, match="django, junit, pytest, sympy, unittest, or swebench:<owner/repo>"):
         get_parser("mocha")
     assert set(PARSERS) == {"pytest", "unittest", "django", "junit", "sympy"}
+
+
+def test_pytest_before_5_final_line_is_read() -> None:
+    """pytest < 5.0 ends "in 2.80 seconds"; missing it switched the forged-line check off."""
+    log = ("=========================== short test summary info ============================\n"
+           "PASSED t.py::test_a\nFAILED t.py::test_b\n"
+           "================ 1 failed, 1 passed, 2 skipped in 2.80 seconds ================\n")
+    parsed = parse_log("pytest", log)
+    assert parsed.complete and parsed.reported == {"failed": 1, "passed": 1, "skipped": 2}
+    assert parse_log("pytest", "==== no tests ran in 0.01 seconds ====\n").reported == {"passed": 0}
+
+
+SYMPY_RUN = """\
+============================= test process starts ==============================
+sympy/core/tests/test_basic.py[3] test_a ok
+test_b F
+test_c s
+
+________________________________ slowest tests _________________________________
+______________ sympy/core/tests/test_basic.py:test_b ______________
+AssertionError
+============ tests finished: 1 passed, 1 failed, 1 skipped, in 0.10 seconds ============
+"""
+
+
+def test_sympy_runner_lines_and_totals() -> None:
+    parsed = parse_log("sympy", SYMPY_RUN)
+    assert parsed.results == {"sympy/core/tests/test_basic.py::test_a": P, "sympy/core/tests/test_basic.py::test_b": F,
+                              "sympy/core/tests/test_basic.py::test_c": S}
+    assert parsed.complete and parsed.reported == {"passed": 1, "failed": 1, "skipped": 1}
+
+
+def test_sympy_log_cut_before_its_totals_is_incomplete_and_a_forged_ok_never_hides_a_failure() -> None:
+    cut = parse_log("sympy", SYMPY_RUN.split("____")[0])
+    assert not cut.complete and "tests finished" in cut.problems[-1]
+    forged = parse_log("sympy", SYMPY_RUN.replace("test_b F", "test_b ok"))
+    assert forged.results["sympy/core/tests/test_basic.py::test_b"] is F  # its traceback header still names it failed
