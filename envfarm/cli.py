@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import re
 import sys
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -188,6 +189,14 @@ def gc(
     console.print(f"examined {report.examined} container(s), {verb} {len(report.removed)}, kept {report.kept}")
 
 
+# The Docker reference grammar ([registry[:port]/]path[:tag][@digest], lowercase path components), or an id.
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+IMAGE_REFERENCE = re.compile(
+    rf"(?:sha256:)?[0-9a-f]{{12,64}}"
+    rf"|(?:(?:localhost|[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)(?::[0-9]+)?/|[A-Za-z0-9-]+:[0-9]+/)?{_COMPONENT}(?:/{_COMPONENT})*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})?(?:@sha256:[0-9a-f]{{64}})?"
+)
+
+
 @app.command("exec")
 def exec_(
     image: str = typer.Argument(..., help="image to start, e.g. envfarm/base:bookworm"),
@@ -204,6 +213,9 @@ def exec_(
                            "pass a finite positive timeout, e.g. --timeout 60")
     if not command.strip():
         raise EnvfarmError("the command to run is empty", "pass a shell command, e.g. envfarm exec IMAGE 'echo hi'")
+    if not IMAGE_REFERENCE.fullmatch(image):
+        # The engine's answer to this is a 500 that reads like an engine fault.
+        raise EnvfarmError(f"IMAGE {image!r} is not an image name", "pass a name like envfarm/base:bookworm or an image id (envfarm images ls)")
     with sandboxes.open(image, run_id="adhoc") as sandbox:
         result = sandbox.exec(command, timeout=timeout)
     sys.stdout.write(result.output)

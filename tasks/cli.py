@@ -212,6 +212,9 @@ def export(out: Path = typer.Option(Path("tasks.jsonl"), "--out"), repo: Optiona
 
     n = export_jsonl(open_store(), out, repo)
     console.print(f"exported {n} task(s) to {out}")
+    if n == 0:  # an empty file is a valid export, but say why it is empty
+        console.print(f"warning: the store (ENVFARM_HOME / ENVFARM_DB_URL) holds no validated task{f' of {repo}' if repo else ''}: "
+                      "`envfarm mine funnel` shows what was mined", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command("funnel")

@@ -168,6 +168,12 @@ def test_one_readable_repository_is_success_and_the_other_is_named(home: Path, t
 
 # -- the other mine sub-commands --------------------------------------------------------------------------
 
+def test_an_empty_export_says_why(home: Path, tmp_path: Path) -> None:
+    result = run(home, "mine", "export", "--repo", "acme/none", "--out", tmp_path / "t.jsonl")
+    assert result.returncode == 0 and (tmp_path / "t.jsonl").read_text() == ""
+    assert "warning: the store (ENVFARM_HOME / ENVFARM_DB_URL) holds no validated task of acme/none" in result.stderr
+
+
 def test_mine_sub_commands_check_their_paths(home: Path, tmp_path: Path) -> None:
     one_error(run(home, "mine", "export", "--out", tmp_path), "--out", "is a directory")
     one_error(run(home, "mine", "funnel", "--json", tmp_path), "--json", "is a directory")
@@ -221,6 +227,21 @@ def test_exec_refuses_a_bad_timeout_without_an_engine(home: Path, tmp_path: Path
 
 def test_exec_refuses_an_empty_command(home: Path, tmp_path: Path) -> None:
     one_error(run(home, "exec", "envfarm/base:bookworm", "  ", env={"DOCKER_HOST": f"unix://{tmp_path}/none.sock"}), "empty")
+
+
+@pytest.mark.parametrize("image", ["Bad Image!!", "UPPER/x", "a:b:c", ""])
+def test_exec_refuses_what_is_not_an_image_name(home: Path, tmp_path: Path, image: str) -> None:
+    """The engine answers these with a 500 that reads like an engine fault ("run envfarm doctor")."""
+    line = one_error(run(home, "exec", image, "true", env={"DOCKER_HOST": f"unix://{tmp_path}/none.sock"}), f"IMAGE {image!r} is not an image name")
+    assert "doctor" not in line
+
+
+def test_exec_image_names_the_engine_knows_pass_the_check() -> None:
+    from envfarm.cli import IMAGE_REFERENCE
+
+    for image in ("envfarm/base:bookworm", "docker.io/envfarm/base:bookworm", "localhost:5000/a/b:1.0", "python:3.11-slim",
+                  "envfarm/env.calc:91d11c6613dae4ab", "sha256:" + "a" * 64, "abcdef123456", "quay.io/o/i@sha256:" + "b" * 64):
+        assert IMAGE_REFERENCE.fullmatch(image), image
 
 
 # -- envfarm verify web: scripts and paths -----------------------------------------------------------------
