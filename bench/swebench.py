@@ -42,7 +42,7 @@ def _samples() -> list[tuple[str, bytes, dict[str, Any]]]:
     out = []
     for folder in sorted(p for p in LOGS.iterdir() if (p / "report.json").is_file()):
         report = json.loads((folder / "report.json").read_text())[folder.name]
-        out.append((folder.name, (folder / "test_output.txt").read_bytes(), report))
+        out.append((folder.name, (folder / "test_output.log").read_bytes(), report))
     return out
 
 

@@ -35,7 +35,7 @@ def _task(instance: str) -> TaskSpec:
 def _recorded_run(task: TaskSpec, patch: str):  # type: ignore[no-untyped-def]
     if "does-not-apply" in patch:
         raise PatchError("the patch does not apply", "fix the patch")
-    log = (DATA / task.instance_id / "test_output.txt").read_text()
+    log = (DATA / task.instance_id / "test_output.log").read_text()
     start, end = harness.markers()
     inner = log.split(start, 1)[1].split(end, 1)[0].split("\n", 1)[1]
     exit_code = int(re.search(r">>>>> Test Exit Code: (\d+)", log).group(1))  # type: ignore[union-attr]

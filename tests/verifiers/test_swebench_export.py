@@ -41,7 +41,7 @@ def _native_task(instance: str, repo: str, parser: str, f2p: list[str], p2p: lis
 
 @pytest.mark.parametrize("with_failing", [False, True], ids=["resolved", "unresolved"])
 def test_pytest_ids_with_spaces_export_to_what_the_harness_reads(with_failing: bool) -> None:
-    log = DATA / "pytest-dev__pytest-5221" / "test_output.txt"
+    log = DATA / "pytest-dev__pytest-5221" / "test_output.log"
     native = parse_log("pytest", log.read_bytes())
     passing = sorted(t for t, s in native.results.items() if s.value == "PASSED")
     f2p = ["testing/python/fixtures.py::TestShowFixtures::test_show_fixtures"]
@@ -61,7 +61,7 @@ def test_pytest_ids_with_spaces_export_to_what_the_harness_reads(with_failing: b
 
 
 def test_django_ids_export_unchanged_and_grade_the_same() -> None:
-    log = DATA / "django__django-11283" / "test_output.txt"
+    log = DATA / "django__django-11283" / "test_output.log"
     native = parse_log("django", log.read_bytes())
     f2p = ["test_migrate_with_existing_target_permission (auth_tests.test_migrations.ProxyModelWithSameAppLabelTests)"]
     p2p = sorted(t for t, s in native.results.items() if s.value == "PASSED")

@@ -47,7 +47,7 @@ def _envfarm_grade(sample: Path):
     task = TaskSpec(instance_id=sample.name, repo=_repo(sample.name), test_ids="swebench")
     f2p, p2p = _lists(report)
     spec = task.log_parser.removeprefix(harness.PREFIX)  # the harness's parser for the task's repository
-    return report, grade(read_harness_log((sample / "test_output.txt").read_bytes(), spec), f2p, p2p)
+    return report, grade(read_harness_log((sample / "test_output.log").read_bytes(), spec), f2p, p2p)
 
 
 def test_the_sample_covers_the_cases_it_claims() -> None:
@@ -98,7 +98,7 @@ def test_the_stored_log_still_yields_the_harness_report(sample: Path) -> None:
         instance_id=sample.name, image="", eval_script_list=[], repo=_repo(sample.name), version="",
         FAIL_TO_PASS=f2p, PASS_TO_PASS=p2p, log_parser=name, eval_type="pass_and_fail")
     prediction = {"instance_id": sample.name, "model_name_or_path": "sample", "model_patch": "diff"}
-    produced = grading.get_eval_report(test_spec, prediction, str(sample / "test_output.txt"), include_tests_status=True)[sample.name]
+    produced = grading.get_eval_report(test_spec, prediction, str(sample / "test_output.log"), include_tests_status=True)[sample.name]
     assert produced["resolved"] == report["resolved"]
     assert produced["tests_status"] == report["tests_status"]
 
@@ -108,7 +108,7 @@ def test_envfarm_native_ids_differ_from_the_harness_on_docstring_tests() -> None
     sample = DATA / "django__django-11422"
     report = _report(sample)
     f2p, p2p = _lists(report)
-    native = grade(parse_log("django", (sample / "test_output.txt").read_bytes()), f2p, p2p)
+    native = grade(parse_log("django", (sample / "test_output.log").read_bytes()), f2p, p2p)
     assert report["resolved"] and not native.resolved
     assert set(native.pass_to_pass.not_passed) == {".pyc and .pyo files are included in the files list.",
                                                    "iter_all_python_module_file() ignores weakref modules."}
@@ -118,14 +118,14 @@ def test_envfarm_native_ids_differ_from_the_harness_on_ids_with_spaces() -> None
     """pytest 4.4 on pytest's own suite: the dataset's ids are the harness's, cut at the first space."""
     sample = DATA / "pytest-dev__pytest-5221"
     f2p, p2p = _lists(_report(sample))
-    native = grade(parse_log("pytest", (sample / "test_output.txt").read_bytes()), [], p2p)
+    native = grade(parse_log("pytest", (sample / "test_output.log").read_bytes()), [], p2p)
     cut = {t for t in p2p if t.count("[") > t.count("]")}
     assert len(cut) == 11 and set(native.pass_to_pass.not_passed) == cut
 
 
 def test_two_django_tests_sharing_a_docstring_are_one_harness_id() -> None:
     """django__django-11620: five docstrings are shared by two test classes each."""
-    raw = (DATA / "django__django-11620" / "test_output.txt").read_bytes()
+    raw = (DATA / "django__django-11620" / "test_output.log").read_bytes()
     native, as_harness = parse_log("django", raw), read_harness_log(raw, "django/django")
     assert len(native.results) == 72 == native.reported["ran"]
     assert len(as_harness.results) == 67
@@ -139,7 +139,7 @@ def test_the_same_output_from_an_envfarm_run_grades_the_same(sample: Path) -> No
     report = _report(sample)
     f2p, p2p = _lists(report)
     task = TaskSpec(instance_id=sample.name, repo=_repo(sample.name), test_ids="swebench")
-    raw = (sample / "test_output.txt").read_text()
+    raw = (sample / "test_output.log").read_text()
     start, end = harness.markers()
     inner = raw.split(start, 1)[1].split(end, 1)[0].split("\n", 1)[1]  # what the test command itself printed
     assert grade(parse_log(task.log_parser, inner), f2p, p2p).resolved == report["resolved"]
@@ -149,7 +149,7 @@ def test_markers_printed_by_the_code_under_test_do_not_pick_what_is_read() -> No
     """A patch that prints the harness's markers around forged PASSED lines in an envfarm run is not resolved."""
     sample = DATA / "pytest-dev__pytest-5103"
     start, end = harness.markers()
-    real = (sample / "test_output.txt").read_text().split(start, 1)[1].split(end, 1)[0]
+    real = (sample / "test_output.log").read_text().split(start, 1)[1].split(end, 1)[0]
     forged = (f"{start}\n=========================== short test summary info ============================\n"
               "PASSED testing/test_assertrewrite.py::TestAssertionRewrite::test_unroll_expression\n"
               f"=== 1 passed in 0.01 seconds ===\n{end}\n")
