@@ -79,7 +79,9 @@ def check_output_path(option: str, path: Optional[Path], example: str = "tasks.j
         raise EnvfarmError(f"{option} {path}: {parent} is a file, not a directory", f"pass a path under a directory for {option}")
 
 
-def check_options(offline: Optional[Path], workers: int, max_prs: Optional[int], repeats: int) -> None:
+def check_options(offline: Optional[Path], workers: int, max_prs: Optional[int], repeats: int, api_url: str) -> None:
+    if offline is None and not api_url.startswith(("http://", "https://")):
+        raise EnvfarmError(f"--api-url {api_url!r} is not an http(s) URL", "pass e.g. --api-url https://github.example.com/api/v3, or omit it for api.github.com")
     if offline is not None and not offline.is_dir():
         state = "does not exist" if not offline.exists() else "is not a directory"
         raise EnvfarmError(f"offline dump directory {offline} {state}", "pass --offline DIR holding <owner>__<name>.jsonl dumps, or drop --offline")
@@ -144,7 +146,7 @@ def mine(
         raise EnvfarmError("--repos FILE is required", "pass --repos FILE with one owner/name [clone-url] per line")
     # Every input is checked before the store is opened or anything starts: bad input leaves no rows.
     entries = read_repo_list(repos)
-    check_options(offline, workers, max_prs, repeats)
+    check_options(offline, workers, max_prs, repeats, api_url)
     check_output_path("--out", out)
     created_after, created_before = _date("--since", since), _date("--until", until)
     if created_after and created_before and created_after >= created_before:

@@ -109,7 +109,8 @@ def test_a_missing_or_folder_repository_list_says_which(home: Path, tmp_path: Pa
     (["--offline", "{repos}"], ("offline dump directory", "is not a directory")),
     (["--out", "{tmp}"], ("--out", "is a directory")),
     (["--wheelhouse", "{repos}"], ("wheelhouse", "is not a directory")),
-], ids=["workers", "max-prs-0", "max-prs-neg", "repeats", "since", "crossed-dates", "offline-missing", "offline-file", "out-dir", "wheelhouse"])
+    (["--api-url", "api.github.com"], ("--api-url 'api.github.com' is not an http(s) URL",)),
+], ids=["workers", "max-prs-0", "max-prs-neg", "repeats", "since", "crossed-dates", "offline-missing", "offline-file", "out-dir", "wheelhouse", "api-url"])
 def test_bad_mine_options_are_refused_before_anything_runs(home: Path, tmp_path: Path, repos: Path, args: list[str], needles: tuple[str, ...]) -> None:
     filled = [a.format(tmp=tmp_path, repos=repos) for a in args]
     one_error(run(home, "mine", "--repos", repos, "--workers", "0", *filled), *needles)
