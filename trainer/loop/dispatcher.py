@@ -38,9 +38,28 @@ class Collected:
     dropped_stale: int
     wait_s: float
 
+    redelivered: int = 0  # rewards the stream handed out again (consumed here, not yet committed) and left out
+
     @property
     def events(self) -> list[RewardEvent]:
         return [e for g in self.groups for e in g]
+
+
+def fresh_groups(groups: list[list[RewardEvent]], seen: set[str]) -> tuple[list[list[RewardEvent]], int]:
+    """The groups with every rollout already handed to this trainer left out, and how many were.
+
+    The stream delivers at least once: a stream actor that restarts recovers from the ledger what was consumed
+    but not yet committed (the trainer commits every `train.checkpoint_every` steps), so the same rewards can
+    come again. Trained once already and counted once already, they must not reach the update or the step's
+    reward_mean and counts a second time; they are still committed with the step that first consumed them."""
+    kept: list[list[RewardEvent]] = []
+    dropped = 0
+    for group in groups:
+        new = [e for e in group if e.rollout_id not in seen]
+        dropped += len(group) - len(new)
+        if new:
+            kept.append(new)
+    return kept, dropped
 
 
 @dataclass
@@ -81,6 +100,7 @@ class RolloutDispatcher:
         self.totals = RolloutTotals()
         self.weights: Any = None
         self.version = 0
+        self.handed_out: set[str] = set()  # every rollout id next_groups returned: none reaches the trainer twice
 
     # -- workers --------------------------------------------------------------------------------
     def start(self, state: dict[str, Any], version: int) -> None:
@@ -125,6 +145,9 @@ class RolloutDispatcher:
 
     def _harvest(self, timeout: float) -> None:
         """Account for a finished call and give its worker the next one; replace a worker that died."""
+        if not self.inflight:  # nothing running (ray.wait refuses an empty list): rewards come from elsewhere
+            time.sleep(timeout)
+            return
         done, _ = ray.wait(list(self.inflight), num_returns=1, timeout=timeout)
         for ref in done:
             i, work = self.inflight.pop(ref)
@@ -151,17 +174,19 @@ class RolloutDispatcher:
         t0 = time.perf_counter()
         groups: list[list[RewardEvent]] = []
         weights: dict[str, float] = {}
-        staleness, dropped = 0, 0
+        staleness, dropped, redelivered = 0, 0, 0
         while len(groups) < n:
             batch = ray.get(self.stream.consume.remote(n - len(groups), self.version))
-            groups += batch.groups
+            fresh, again = fresh_groups(batch.groups, self.handed_out)
+            self.handed_out.update(e.rollout_id for g in fresh for e in g)
+            groups += fresh
             weights.update(batch.weights)
-            staleness, dropped = max(staleness, batch.max_staleness_seen), dropped + batch.dropped_stale
+            staleness, dropped, redelivered = max(staleness, batch.max_staleness_seen), dropped + batch.dropped_stale, redelivered + again
             if len(groups) < n:
                 self._harvest(0.2)
         wait_s = time.perf_counter() - t0
         self.totals.wait_s += wait_s
-        return Collected(groups, weights, staleness, dropped, wait_s)
+        return Collected(groups, weights, staleness, dropped, wait_s, redelivered)
 
     def drain(self, timeout: float = 120) -> None:
         """Let the calls in flight finish (so the end evaluation has the machine); their rewards stay in the

@@ -81,14 +81,14 @@ class Progress:
     step: int = 0
     version: int = 0
     uncommitted: list[str] = field(default_factory=list)
-    seen: set[str] = field(default_factory=set)  # every rollout id this process consumed (none trains twice)
     train_s: float = 0.0
     train_tokens: int = 0
 
 
-def trainable(groups: list[list[RewardEvent]], seen: set[str]) -> list[list[RewardEvent]]:
-    """Groups to learn from: none with a rollout that could not be graded, none already consumed."""
-    return [g for g in groups if not any(e.failed or e.rollout_id in seen for e in g)]
+def trainable(groups: list[list[RewardEvent]]) -> list[list[RewardEvent]]:
+    """Groups to learn from: none with a rollout that could not be graded (the dispatcher already left out
+    rollouts the stream handed out twice)."""
+    return [g for g in groups if not any(e.failed for e in g)]
 
 
 class Trainer:
@@ -175,8 +175,7 @@ class Trainer:
         eval_start = self._evaluate(rollouts, progress, "start")
         while progress.step < cfg.train.steps:
             got = rollouts.next_groups(cfg.train.groups_per_step)                      # generate
-            learn_from = trainable(got.groups, progress.seen)
-            progress.seen.update(e.rollout_id for e in got.events)
+            learn_from = trainable(got.groups)
             progress.uncommitted += [e.rollout_id for e in got.events]
             for g in got.groups:
                 scheduler.record(g[0].task_id, [e.passed for e in g if not e.failed])
@@ -235,7 +234,7 @@ class Trainer:
         row = {"step": p.step, "version": p.version, "reward_mean": sum(e.reward for e in ok) / max(1, len(ok)),
                "pass_at_k": sum(any(e.passed for e in g) for g in got.groups) / max(1, len(got.groups)),
                "groups": len(got.groups), "trained_groups": len(learned), "failed_rollouts": len(events) - len(ok),
-               "staleness_max": got.staleness_max, "dropped_stale": got.dropped_stale, "wait_s": round(got.wait_s, 3),
+               "staleness_max": got.staleness_max, "dropped_stale": got.dropped_stale, "redelivered": got.redelivered, "wait_s": round(got.wait_s, 3),
                "train_s": round(train_s, 3), "train_tokens": train_tokens, "elapsed_s": round(time.time() - t_start, 1),
                "rollout_ids": [e.rollout_id for e in events], "tasks": sorted({g[0].task_id for g in got.groups}), **stats}
         partials = self.rollouts.partials
