@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.console import Console
@@ -12,6 +12,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from envfarm.errors import EnvfarmError
+
+if TYPE_CHECKING:
+    from envfarm.store import Store
 
 app = typer.Typer(help="Mine verifiable tasks from GitHub issues and pull requests.", no_args_is_help=False)
 console = Console(stderr=True)
@@ -93,7 +96,7 @@ def check_options(offline: Optional[Path], workers: int, max_prs: Optional[int],
         raise EnvfarmError(f"--repeats {repeats} would run no test", "pass --repeats 1 or more (default 3)")
 
 
-def repo_scans(store, repos: list[str]) -> dict[str, dict]:  # type: ignore[no-untyped-def]
+def repo_scans(store: Store, repos: list[str]) -> dict[str, dict]:
     """Each repository's scan as the pipeline recorded it: status, reason class, problem, fix, skipped lines."""
     from sqlalchemy import select
 
