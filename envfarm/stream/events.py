@@ -8,6 +8,8 @@ from typing import Any
 
 from envfarm.errors import EnvfarmError
 
+FAILURE_CLASSES = ("", "infrastructure", "task")
+
 
 @dataclass
 class RewardEvent:
@@ -32,6 +34,7 @@ class RewardEvent:
     payload: dict[str, Any] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)  # verifier details and timings, for people
     failure: str = ""  # non-empty: the rollout could not be graded (sandbox died, ...), and why
+    failure_class: str = ""  # with a failure: "infrastructure" (retry elsewhere, not the task's fault) or "task"
     turns: list[dict[str, Any]] = field(default_factory=list)  # per-turn payloads of a multi-turn episode
     verified_at: float = field(default_factory=time.time)
 
@@ -43,6 +46,9 @@ class RewardEvent:
             raise EnvfarmError(f"group_size={self.group_size} for rollout {self.rollout_id}", "use group_size >= 1")
         if self.policy_version < 0:
             raise EnvfarmError(f"policy_version={self.policy_version} is negative", "publish the version the rollout was sampled with")
+        if self.failure_class not in FAILURE_CLASSES:
+            raise EnvfarmError(f"failure_class={self.failure_class!r} for rollout {self.rollout_id}",
+                               f"use one of {', '.join(repr(c) for c in FAILURE_CLASSES)}")
         if not self.group_id:
             self.group_id = self.rollout_id
 

@@ -86,7 +86,8 @@ class FuncFamily:
             event = RewardEvent(rollout_id=f"{w.group_id}-{i % g}", task_id=task.id, policy_version=versions[i // g],
                                 reward=1.0 if passed else 0.0, passed=passed, group_id=w.group_id, group_size=g, run_id=host.run_id,
                                 domain=task.domain, payload=payload.encode(c), details=details,
-                                failure="" if grades is not None else failure)
+                                failure="" if grades is not None else failure,
+                                failure_class="" if grades is not None else "infrastructure")
             stats.duplicates += host.publish(event) == "duplicate"
         if grades is None:
             stats.failed += len(programs)

@@ -25,6 +25,7 @@ from envfarm.trainer.agent.swe import swe_rollout
 from envfarm.trainer.loop import payload
 from envfarm.trainer.loop.config import RunConfig
 from envfarm.trainer.loop.family import CallStats, GroupWork, RolloutHost
+from envfarm.verifiers.swe import SweVerifier
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ class SweFamily:
         def make_sandbox(spec: TaskSpec) -> Sandbox:
             return sandboxes.open(spec.image, run_id=host.run_id, task_id=spec.instance_id, backend=self.cfg.sandbox)
 
+        verifier = SweVerifier(timeout=a.test_timeout)
         stats = CallStats()
         for w in work:
             item = self.by_id[w.task_id]
@@ -75,8 +77,8 @@ class SweFamily:
                 rid = f"{w.group_id}-{i}"
                 lm = LMAgentPolicy(host.policy, host.sampling, host.draft, a.max_prompt_tokens)
                 t0 = time.perf_counter()
-                transcript, reward = swe_rollout(item.spec, lambda: lm, make_sandbox, limits, retries=self.cfg.rollout.grade_retries,
-                                                 transcript_dir=transcripts, rollout_id=rid)
+                transcript, reward = swe_rollout(item.spec, lambda: lm, make_sandbox, limits, verifier=verifier,
+                                                 retries=self.cfg.rollout.grade_retries, transcript_dir=transcripts, rollout_id=rid)
                 stats.gen_s += time.perf_counter() - t0  # episode time: generation + tools + grading
                 stats.tokens += transcript.tokens
                 stats.rollouts += 1
@@ -86,7 +88,8 @@ class SweFamily:
                                            "tool_errors": transcript.tool_errors, "reason": str(reward.details.get("reason", ""))[:300]}
                 event = RewardEvent(rollout_id=rid, task_id=item.id, policy_version=version, reward=reward.value,
                                     passed=reward.passed, group_id=w.group_id, group_size=g, run_id=host.run_id, domain=item.domain,
-                                    turns=[payload.encode(c) for c in lm.turns], details=details, failure=failure)
+                                    turns=[payload.encode(c) for c in lm.turns], details=details, failure=failure,
+                                    failure_class=str(reward.details.get("failure_class") or ("infrastructure" if failure else "")))
                 stats.duplicates += host.publish(event) == "duplicate"
         return stats
 

@@ -50,6 +50,7 @@ class AgentCfg(_Strict):
     command_timeout: float = Field(120.0, gt=0)
     observation_chars: int = Field(4_000, ge=100)
     max_prompt_tokens: int = Field(4_096, ge=512)
+    test_timeout: float = Field(1800.0, gt=0, description="seconds the verifier's test run of one episode's patch may take")
     transcripts: bool = True
 
 

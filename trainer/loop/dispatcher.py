@@ -21,11 +21,15 @@ from typing import Any
 import ray
 from rich.console import Console
 
+from envfarm.errors import EnvfarmError
 from envfarm.stream.events import RewardEvent
 from envfarm.trainer.loop.config import RunConfig
 from envfarm.trainer.loop.family import CallStats, GroupWork
 from envfarm.trainer.loop.worker import RolloutWorker
 from envfarm.trainer.scheduler import DataScheduler, PartialRollouts
+
+
+MAX_CONSECUTIVE_FAILED_CALLS = 3  # per worker, in a row, before the run gives up
 
 
 @dataclass
@@ -70,6 +74,7 @@ class RolloutTotals:
     wait_s: float = 0.0
     failed_rollouts: int = 0
     worker_restarts: int = 0
+    failed_calls: int = 0  # worker calls that raised (a family bug, not one task): their groups are dropped
     resumed_groups: int = 0
     acceptance: list[float] = field(default_factory=list)
     calls: list[dict[str, float]] = field(default_factory=list)
@@ -101,6 +106,7 @@ class RolloutDispatcher:
         self.weights: Any = None
         self.version = 0
         self.handed_out: set[str] = set()  # every rollout id next_groups returned: none reaches the trainer twice
+        self.consecutive_failures = 0
 
     # -- workers --------------------------------------------------------------------------------
     def start(self, state: dict[str, Any], version: int) -> None:
@@ -160,10 +166,27 @@ class RolloutDispatcher:
                 self._write_worker_pids()
                 self._dispatch(i, work)
                 continue
+            except ray.exceptions.RayTaskError as exc:  # the call raised: drop its groups, keep the run going
+                self._call_failed(i, work, exc)
+                self._dispatch(i)
+                continue
+            self.consecutive_failures = 0
             self.totals.add(stats)
             for parked in stats.parked:
                 self.partials.park(parked.group_id, parked, parked.started_version)  # type: ignore[union-attr]
             self._dispatch(i)
+
+    def _call_failed(self, index: int, work: list[GroupWork], exc: Exception) -> None:
+        """Per-rollout failures are the family's to record (a failed rollout with its class); a whole call that
+        raises is a bug in the family or the worker. Its groups never reach the stream and the scheduler picks
+        tasks again; only when every worker's calls keep failing does the run stop, naming the error."""
+        self.totals.failed_calls += 1
+        self.consecutive_failures += 1
+        cause = str(getattr(exc, "cause", None) or exc).strip().splitlines()[-1][:300]
+        self.console.print(f"[yellow]rollout worker {index}'s call failed ({cause}); dropped its {len(work)} group(s)[/]")
+        if self.consecutive_failures >= MAX_CONSECUTIVE_FAILED_CALLS * len(self.workers):
+            raise EnvfarmError(f"the last {self.consecutive_failures} rollout calls all failed; the last with: {cause}",
+                               "see the worker's error above; fix the task family or the tasks it was given")
 
     def next_groups(self, n: int) -> Collected:
         """Wait for n complete groups in the stream, keeping the workers busy meanwhile."""

@@ -257,7 +257,7 @@ class Trainer:
                 "trainer_tokens_per_s": round(p.train_tokens / max(1e-9, p.train_s), 2),
                 "trainer_wait_fraction": round(t.wait_s / max(1e-9, t.wait_s + p.train_s), 3),
                 "mean_acceptance_length": round(sum(t.acceptance) / max(1, len(t.acceptance)), 3),
-                "worker_restarts": t.worker_restarts, "failed_rollouts": t.failed_rollouts,
+                "worker_restarts": t.worker_restarts, "failed_calls": t.failed_calls, "failed_rollouts": t.failed_rollouts,
                 "eval_start": (eval_start or {}).get("mean"), "eval_end": (eval_end or {}).get("mean"),
                 "calls": t.calls, "stream": stream_stats, "out_dir": str(self.out), "plot": str(self.out / "reward.png"),
                 **({"partial": {"resumed_groups": t.resumed_groups, "discarded_groups": partials.discarded,

@@ -207,3 +207,29 @@ def test_rl_loop_runs_agent_episodes_on_a_swe_task_from_the_store(swe_task, tmp_
         assert {r.rollout_id for r in rewards if r.consumed_at is not None} == set(row["rollout_ids"]) and len(row["rollout_ids"]) == 2
         assert all(r.details["event"]["details"]["finish_reason"] in ("max_steps", "max_tokens") for r in rewards)
     store.dispose()
+
+
+@pytest.mark.engine
+def test_a_missing_image_fails_that_rollout_as_infrastructure(swe_task, engine_client):
+    from envfarm import sandbox as sandboxes
+
+    gone = swe_task.model_copy(update={"image": "envfarm/instance.no-such-task:0"})
+    make = lambda task: sandboxes.open(task.image, run_id="pytest", task_id=task.instance_id, client=engine_client)  # noqa: E731
+    transcript, reward = swe_rollout(gone, lambda: ScriptedPolicy.applying(GOLD_PATCH), make, retries=1)
+    assert reward.value == 0 and reward.details["failure"] == "image_missing", reward.details
+    assert reward.details["failure_class"] == "infrastructure" and transcript.finish_reason == "error"
+
+
+@pytest.mark.engine
+@pytest.mark.parametrize("update, failure", [
+    ({"install": InstallConfig(test_cmd="python3 -m unittest -v tests.test_calc", log_parser="no-such-parser")}, "verifier_task_error"),
+    ({"test_patch": "diff --git a/tests/test_calc.py b/tests/test_calc.py\n--- a/tests/test_calc.py\n+++ b/tests/test_calc.py\n"
+                    "@@ -1,1 +1,1 @@\n-this line is not there\n+x\n"}, "verifier_task_error"),
+])
+def test_a_task_the_verifier_cannot_grade_fails_that_rollout_as_the_tasks_fault(swe_task, engine_client, update, failure):
+    """An unknown log parser, a test_patch that does not apply: the real verifier raises; the rollout is
+    recorded as a failed one of class task and nothing propagates to end the run."""
+    broken = swe_task.model_copy(update=update)
+    transcript, reward = swe_rollout(broken, lambda: ScriptedPolicy.applying(GOLD_PATCH), _sandbox_factory(engine_client))
+    assert transcript.finish_reason == "finish"
+    assert reward.value == 0 and reward.details["failure"] == failure and reward.details["failure_class"] == "task", reward.details

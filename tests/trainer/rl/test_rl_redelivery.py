@@ -55,3 +55,19 @@ def test_a_restarted_stream_actor_never_hands_the_trainer_a_rollout_twice(store,
         assert rest.redelivered == 4, "the restarted actor handed the uncommitted batch out again; it was left out"
     finally:
         ray_local.kill(actor, no_restart=True)
+
+
+def test_calls_that_raise_are_dropped_until_every_worker_keeps_failing(tmp_path) -> None:
+    """A call that raises (a family bug) drops its groups and the run goes on; three failures in a row per
+    worker stop it with the error named, instead of a run that never trains."""
+    from envfarm.errors import EnvfarmError
+    from envfarm.trainer.loop.dispatcher import MAX_CONSECUTIVE_FAILED_CALLS
+
+    cfg = load_config(REPO / "trainer/configs/demo.yaml", ["rollout.num_workers=2"])
+    dispatcher = RolloutDispatcher(cfg, "r", None, DataScheduler([("t", "demo", "t")], cfg.scheduler), tmp_path, Console(quiet=True))
+    dispatcher.workers = [object(), object()]
+    for _ in range(MAX_CONSECUTIVE_FAILED_CALLS * 2 - 1):
+        dispatcher._call_failed(0, [], RuntimeError("KeyError: 'task-9'"))
+    assert dispatcher.totals.failed_calls == MAX_CONSECUTIVE_FAILED_CALLS * 2 - 1
+    with pytest.raises(EnvfarmError, match=r"rollout calls all failed; the last with: KeyError: 'task-9'"):
+        dispatcher._call_failed(1, [], RuntimeError("KeyError: 'task-9'"))
