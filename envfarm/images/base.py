@@ -61,6 +61,9 @@ def build_base(
 ) -> str:
     """Build and import the base image unless its hash tag exists; returns the alias tag."""
     suite = suite or settings().debian_suite
+    if suite not in SUITE_PYTHON:
+        raise EnvfarmError(f"unknown Debian suite {suite!r} for the base image",
+                           f"use one of {', '.join(SUITE_PYTHON)} (older suites are gone from Debian's mirrors)")
     client = client or connect()
     hashed, alias = base_tags(suite)
     with build_lock(hashed):

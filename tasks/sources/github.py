@@ -36,6 +36,9 @@ API_URL = "https://api.github.com"
 _NEXT = re.compile(r'<([^>]+)>;\s*rel="next"')
 
 
+ATTEMPTS = 6  # tries per request before a transient failure becomes the caller's SourceError
+
+
 class _Transient(Exception):
     """A response worth retrying (5xx, secondary rate limit, connection error)."""
 
@@ -71,7 +74,7 @@ class GitHubClient:
         self.graphql_reset = ""
         self._retrying = Retrying(
             retry=retry_if_exception_type(_Transient), wait=wait_exponential(multiplier=backoff, max=60),
-            stop=stop_after_attempt(6), sleep=sleep, reraise=True,
+            stop=stop_after_attempt(ATTEMPTS), sleep=sleep, reraise=True,
         )
 
     # -- the ETag cache ---------------------------------------------------------------------------
@@ -104,7 +107,12 @@ class GitHubClient:
     def get(self, url: str, params: dict[str, Any] | None = None) -> tuple[Any, str | None]:
         """GET one page: (decoded JSON, next page URL or None)."""
         full = str(self.http.build_request("GET", url, params=params).url)
-        return self._retrying(self._get_once, full)
+        try:
+            return self._retrying(self._get_once, full)
+        except _Transient as exc:  # retries spent: the API is down or unreachable from here
+            raise SourceError(f"GitHub did not answer {full} after {ATTEMPTS} tries ({exc})",
+                              "check the network and --api-url, then re-run: mined work resumes where it stopped",
+                              reason_class="github_unreachable") from None
 
     def _get_once(self, url: str) -> tuple[Any, str | None]:
         cached = self._cached(url)
@@ -166,7 +174,10 @@ class GitHubClient:
         """
         if self.graphql_remaining is not None and self.graphql_remaining < self.graphql_min_remaining:
             raise GraphQLUnavailable(f"GraphQL budget low ({self.graphql_remaining} points left until {self.graphql_reset or 'reset'})")
-        data = self._retrying(self._post_graphql_once, query, variables or {})
+        try:
+            data = self._retrying(self._post_graphql_once, query, variables or {})
+        except _Transient as exc:
+            raise GraphQLUnavailable(f"GraphQL did not answer after {ATTEMPTS} tries ({exc})") from None
         limit = data.get("rateLimit")
         if isinstance(limit, dict):
             self._note_graphql_budget(limit)

@@ -70,3 +70,10 @@ def test_exec_with_a_bad_timeout_is_refused_before_any_sandbox_starts(engine_cli
 def test_recipe_file_errors_name_the_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
     result = run("images", "build", str(tmp_path / "nope.yaml"))
     assert result.returncode == 2 and "does not exist" in result.stderr
+
+
+def test_an_unknown_debian_suite_is_refused_before_any_build() -> None:
+    result = run("images", "build", "base", "--suite", "nosuch")
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert "unknown Debian suite 'nosuch'" in lines[0] and "bookworm" in lines[0]

@@ -163,3 +163,18 @@ def test_secondary_rate_limit_and_server_errors_are_retried(server):
     meta, _ = client.get("/repos/acme/calc")
     assert meta["full_name"] == "acme/calc"
     assert slept[0] == 2.0 and len(slept) == 3  # Retry-After honoured, then two backoff waits (after 429, after 502)
+
+
+def test_an_unreachable_api_is_a_source_error_after_the_retries():
+    """Connection refused on every try: the batch records github_unreachable (not an internal error)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again when the block ends: nothing listens there
+    slept: list[float] = []
+    client = GitHubClient(token="good", base_url=f"http://127.0.0.1:{port}", sleep=slept.append, backoff=0.01)
+    with pytest.raises(SourceError, match=r"GitHub did not answer .* after 6 tries") as info:
+        client.repo_activity("acme/calc")
+    assert info.value.reason_class == "github_unreachable" and "--api-url" in info.value.fix
+    assert len(slept) == 5, "retried with backoff before giving up"
