@@ -11,7 +11,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from envfarm.errors import EnvfarmError, SandboxError
 from envfarm.sandbox.protocol import Sandbox
@@ -32,24 +32,31 @@ class EpisodeLimits:
     max_tokens: int = 16_384  # generated tokens over the whole episode
     command_timeout: float = 120.0
     observation_chars: int = 4_000
+    max_seconds: float | None = None  # wall clock over the whole episode, checked between steps; None: no limit
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "max_tokens", "command_timeout", "observation_chars"):
             if getattr(self, name) <= 0:
                 raise EnvfarmError(f"agent.{name}={getattr(self, name)} must be positive", f"set agent.{name} to a value > 0")
+        if self.max_seconds is not None and not self.max_seconds > 0:
+            raise EnvfarmError(f"agent.max_seconds={self.max_seconds} must be positive", "set agent.max_seconds > 0, or leave it unset")
 
 
 @dataclass
 class Transcript:
     task_id: str
-    messages: list[dict[str, str]] = field(default_factory=list)
+    messages: list[dict[str, Any]] = field(default_factory=list)
     steps: int = 0
     tokens: int = 0
     tool_errors: int = 0
-    finish_reason: str = ""  # finish | max_steps | max_tokens | sandbox_error
+    finish_reason: str = ""  # finish | max_steps | max_tokens | max_seconds | sandbox_error | model_error
     patch: str = ""
     error: str = ""
     seconds: float = 0.0
+    # Chat episodes (envfarm.trainer.agent.chat) also fill these: one entry per tool call (name, arguments,
+    # observation, error) and the model server's token accounting (prompt/completion tokens, requests, retries).
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    usage: dict[str, Any] = field(default_factory=dict)
 
     def save(self, folder: str | Path, rollout_id: str) -> Path:
         path = Path(folder) / f"{rollout_id}.json"
@@ -66,7 +73,14 @@ def _clip(text: str, limit: int) -> str:
 
 
 def run_episode(policy: AgentPolicy, task: TaskSpec, sandbox: Sandbox, limits: EpisodeLimits = EpisodeLimits()) -> Transcript:
-    """Run until finish or a limit; a dead sandbox ends the episode with finish_reason 'sandbox_error'."""
+    """Run until finish or a limit; a dead sandbox ends the episode with finish_reason 'sandbox_error'.
+
+    A policy with a `chat` method (a chat-completions model: native tool calls, structured messages) runs
+    the chat loop of `envfarm.trainer.agent.chat` instead; the limits and the transcript are the same."""
+    if hasattr(policy, "chat"):
+        from envfarm.trainer.agent.chat import run_chat_episode
+
+        return run_chat_episode(policy, task, sandbox, limits)  # type: ignore[arg-type]  # checked by hasattr
     started = time.monotonic()
     t = Transcript(task.instance_id, [{"role": "system", "content": SYSTEM_PROMPT.format(workdir=task.workdir)},
                                       {"role": "user", "content": task.problem_statement}])
@@ -77,6 +91,9 @@ def run_episode(policy: AgentPolicy, task: TaskSpec, sandbox: Sandbox, limits: E
                 break
             if t.tokens >= limits.max_tokens:
                 t.finish_reason = "max_tokens"
+                break
+            if limits.max_seconds is not None and time.monotonic() - started >= limits.max_seconds:
+                t.finish_reason = "max_seconds"
                 break
             text, used = policy.act(render_prompt(t.messages))
             t.steps += 1

@@ -62,11 +62,16 @@ def parse_tool_call(text: str) -> ToolCall:
         raise ToolCallError(f"tool call is not valid JSON ({exc.msg} at char {exc.pos})") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
         raise ToolCallError('tool call must be an object with a string "name"')
-    name, args = raw["name"], raw.get("arguments", {})
+    return validate_call(raw["name"], raw.get("arguments", {}))
+
+
+def validate_call(name: str, args: object) -> ToolCall:
+    """A call by name and arguments checked against the tool table: the one check for text and native calls."""
     if name not in TOOLS:
         raise ToolCallError(f"unknown tool {name!r}: use one of {sorted(TOOLS)}")
     if not isinstance(args, dict):
         raise ToolCallError('"arguments" must be an object')
+    args = dict(args)
     spec = TOOLS[name]
     missing = [k for k in spec if k not in args]
     extra = [k for k in args if k not in spec]
@@ -82,3 +87,22 @@ def render_prompt(messages: list[dict[str, str]]) -> str:
     """Flatten chat messages into the policy's input, ending with the assistant marker."""
     parts = [f"<|{m['role']}|>\n{m['content']}\n" for m in messages]
     return "".join(parts) + "<|assistant|>\n"
+
+
+_DESCRIPTIONS = {
+    "bash": ("Run a shell command in the repository and return its output and exit code.",
+             {"command": "the shell command"}),
+    "str_replace": ("Replace the unique exact occurrence of `old` in the file at `path` with `new`.",
+                    {"path": "file path, absolute or relative to the repository", "old": "exact text to replace (must occur once)",
+                     "new": "replacement text"}),
+    "finish": ("Submit your changes and end the episode.", {}),
+}
+
+
+def tool_schemas() -> list[dict[str, Any]]:
+    """The tool table as OpenAI function-calling definitions (`tools=` of /v1/chat/completions)."""
+    return [{"type": "function", "function": {
+        "name": name, "description": _DESCRIPTIONS[name][0],
+        "parameters": {"type": "object", "additionalProperties": False, "required": sorted(spec),
+                       "properties": {k: {"type": "string", "description": _DESCRIPTIONS[name][1][k]} for k in spec}}}}
+        for name, spec in TOOLS.items()]

@@ -55,6 +55,8 @@ def swe_rollout(task: TaskSpec, make_policy: Callable[[], AgentPolicy], make_san
                 sandbox.close()
         if transcript.finish_reason != "sandbox_error":
             break
+    if reward is None and transcript.finish_reason == "model_error":  # the model server failed, not the policy
+        reward = Reward.zero(f"model server failed: {transcript.error}", failure="model_error", failure_class="infrastructure")
     if reward is None and transcript.finish_reason == "sandbox_error":
         reward = Reward.zero(f"sandbox died {retries + 1} time(s): {transcript.error}", failure="sandbox_error",
                              failure_class="infrastructure")
