@@ -1,11 +1,13 @@
 """`envfarm verify`: run a verifier by hand, outside the RL loop, to see what it rewards and why.
 
 `envfarm verify web APP SCRIPT` is the one implementation; `python -m envfarm.verifiers.web APP SCRIPT`
-is an alias that runs this same command.
+is an alias that runs this same command. `envfarm verify cdn-prefetch PKG@RANGE ...` fills the offline
+CDN shim's cache, for machines that cannot reach the npm registry while they verify.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Optional
@@ -48,3 +50,34 @@ def web(
     sys.stdout.write(reward.to_json() + "\n")
     sys.stderr.write(f"report: {reward.evidence.get('report_html', '(none)')}\n")
     raise typer.Exit(0 if reward.passed else 1)
+
+
+@app.command("cdn-prefetch")
+def cdn_prefetch(
+    packages: list[str] = typer.Argument(..., metavar="PKG@RANGE...", help="npm packages as a page names them: three, three@0.160.0, three@^0.160, @scope/pkg@latest"),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="cache folder (default: ENVFARM_HOME/cdn, where verification looks)"),
+    registry: Optional[str] = typer.Option(None, "--registry", help="npm registry (default: ENVFARM_NPM_REGISTRY, else the public one)"),
+    deps: bool = typer.Option(False, "--deps", help="also fetch their dependencies (what esm.sh-style imports reach), recursively"),
+) -> None:
+    """Fetch npm packages into the offline CDN shim's cache, with the metadata that resolves them later.
+
+    Copy the cache folder to machines without the registry; pages there import these packages from
+    unpkg, jsDelivr, esm.sh, Skypack or cdnjs as if online. Prints one line per package fetched.
+    """
+    from envfarm.verifiers.web.npm import NpmCache, split_spec
+
+    store = NpmCache(cache, registry)
+    todo = [split_spec(p) for p in packages]
+    seen: set[tuple[str, str]] = set()
+    while todo:
+        name, spec = todo.pop(0)
+        if (name, spec) in seen:
+            continue
+        seen.add((name, spec))
+        version, folder = store.prefetch(name, spec)
+        files = sum(1 for p in folder.rglob("*") if p.is_file())
+        sys.stdout.write(f"{name}@{spec or 'latest'} -> {version} ({files} files) in {store.root}\n")
+        if deps:
+            manifest = folder / "package.json"
+            wanted = json.loads(manifest.read_text()).get("dependencies", {}) if manifest.is_file() else {}
+            todo += [(dep, rng) for dep, rng in sorted(wanted.items())]

@@ -1,0 +1,275 @@
+"""The offline CDN shim without a browser: CDN URL forms, npm version resolution, the
+content-addressed cache, each CDN's file conventions, and `envfarm verify cdn-prefetch`.
+
+Nothing here reaches a host: a fake npm registry on 127.0.0.1 answers from tests/verifiers/data/cdn
+(see build_fixtures.py there for what each fixture is and where it came from).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote
+
+import pytest
+from typer.testing import CliRunner
+
+from envfarm.verifiers.web.cdn import CdnShim, parse_cdn_url, rewrite_bare_imports
+from envfarm.verifiers.web.npm import NpmCache, PackageNotFound, RegistryUnavailable, split_spec
+
+DATA = Path(__file__).parent / "data" / "cdn"
+
+
+class FakeRegistry:
+    """The npm registry's two answers the shim needs: GET /NAME (metadata) and GET /NAME/-/FILE.tgz."""
+
+    def __init__(self) -> None:
+        self.hits: list[str] = []
+        self.entries = json.loads((DATA / "registry.json").read_text())
+        registry = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server API
+                path = unquote(self.path.split("?")[0]).lstrip("/")
+                registry.hits.append(path)
+                if "/-/" in path:
+                    file = DATA / "tarballs" / path.rsplit("/-/", 1)[1]
+                    body, kind = (file.read_bytes(), "application/octet-stream") if file.is_file() else (None, "")
+                else:
+                    entry = registry.entries.get(path)
+                    body = json.dumps(entry).replace("{registry}", registry.url).encode() if entry else None
+                    kind = "application/json"
+                if body is None:
+                    self.send_response(404)
+                    self.end_headers()
+                    self.wfile.write(b'{"error":"Not found"}')
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def registry():
+    fake = FakeRegistry()
+    yield fake
+    fake.close()
+
+
+@pytest.fixture
+def shim(registry, tmp_path):
+    return CdnShim(NpmCache(tmp_path / "cdn", registry.url))
+
+
+DEAD_REGISTRY = "http://127.0.0.1:9"  # discard port: nothing listens, the connection is refused
+
+
+@pytest.mark.parametrize(
+    "url, want",
+    [
+        ("https://unpkg.com/three@0.160.0/build/three.module.js", ("unpkg", "three", "0.160.0", "build/three.module.js")),
+        ("https://unpkg.com/three", ("unpkg", "three", "", "")),
+        ("https://unpkg.com/@tiny/scoped@^0.1/lib/main.js", ("unpkg", "@tiny/scoped", "^0.1", "lib/main.js")),
+        ("https://cdn.jsdelivr.net/npm/three@0.160/examples/jsm/controls/OrbitControls.js", ("jsdelivr", "three", "0.160", "examples/jsm/controls/OrbitControls.js")),
+        ("https://fastly.jsdelivr.net/npm/tiny-dep@latest/style.css", ("jsdelivr", "tiny-dep", "latest", "style.css")),
+        ("https://cdn.jsdelivr.net/npm/tiny-greet@1/+esm", ("jsdelivr", "tiny-greet", "1", "")),
+        ("https://esm.sh/v135/three@0.160.0?target=es2022", ("esm.sh", "three", "0.160.0", "")),
+        ("https://esm.sh/tiny-greet@%5E1.0.0/extra", ("esm.sh", "tiny-greet", "^1.0.0", "extra")),
+        ("https://cdn.skypack.dev/tiny-greet", ("skypack", "tiny-greet", "", "")),
+        ("https://cdnjs.cloudflare.com/ajax/libs/three.js/r160/three.module.js", ("cdnjs", "three", "0.160.0", "three.module.js")),
+    ],
+)
+def test_cdn_url_forms_read_as_npm_coordinates(url, want):
+    ref = parse_cdn_url(url)
+    assert ref is not None and (ref.cdn, ref.name, ref.spec, ref.path) == want
+
+
+@pytest.mark.parametrize("url", ["https://example.com/three.js", "https://cdn.jsdelivr.net/gh/mrdoob/three.js/build/three.module.js", "https://unpkg.com/"])
+def test_other_urls_are_not_cdn_forms(url):
+    assert parse_cdn_url(url) is None
+
+
+def test_split_spec():
+    assert split_spec("three") == ("three", "")
+    assert split_spec("three@^0.160") == ("three", "^0.160")
+    assert split_spec("@tiny/scoped@0.1.0") == ("@tiny/scoped", "0.1.0")
+    assert split_spec("@tiny/scoped") == ("@tiny/scoped", "")
+
+
+@pytest.mark.parametrize(
+    "spec, version",
+    [
+        ("", "2.0.0"),  # no version: the latest dist-tag, as every CDN does
+        ("latest", "2.0.0"),
+        ("next", "2.1.0-beta.1"),
+        ("1.2.3", "1.2.3"),
+        ("^1.2.0", "1.3.0"),  # npm caret: <2.0.0
+        ("~1.2.0", "1.2.3"),  # npm tilde: <1.3.0
+        ("1", "1.3.0"),
+        ("1.x", "1.3.0"),
+        ("*", "2.0.0"),  # a range never picks a prerelease unless it names one
+        (">=1.3.0 <2", "1.3.0"),
+        ("1.2.3 - 1.9", "1.3.0"),  # hyphen range
+        ("^0.9 || ^1.2.4", "1.3.0"),
+        ("^2.1.0-beta.0", "2.1.0-beta.1"),
+    ],
+)
+def test_versions_resolve_the_way_npm_reads_ranges(registry, tmp_path, spec, version):
+    assert NpmCache(tmp_path, registry.url).resolve("tiny-dep", spec) == version
+
+
+@pytest.mark.parametrize("spec", ["^3", "9.9.9", "nonsense tag"])
+def test_a_range_nothing_satisfies_is_not_found(registry, tmp_path, spec):
+    with pytest.raises(PackageNotFound):
+        NpmCache(tmp_path, registry.url).resolve("tiny-dep", spec)
+
+
+def test_caret_on_zero_major_differs_from_pep440():
+    """Why node-semver and not `packaging`: npm's ^0.160.0 stops before 0.161.0."""
+    import nodesemver
+
+    assert nodesemver.max_satisfying(["0.160.1", "0.161.0", "1.0.0"], "^0.160.0", loose=True) == "0.160.1"
+
+
+def test_tarball_is_fetched_once_into_a_content_addressed_cache(registry, tmp_path):
+    cache = NpmCache(tmp_path, registry.url)
+    folder = cache.package_dir("tiny-dep", "1.3.0")
+    again = NpmCache(tmp_path, registry.url).package_dir("tiny-dep", "1.3.0")
+    assert folder == again and (folder / "index.js").read_text().startswith('export const dep = "tiny-dep 1.3.0"')
+    assert sum(h.endswith(".tgz") for h in registry.hits) == 1
+    data = (DATA / "tarballs" / "tiny-dep-1.3.0.tgz").read_bytes()
+    key = "sha512-" + hashlib.sha512(data).hexdigest()
+    assert folder.name == key and (tmp_path / "tarballs" / f"{key}.tgz").read_bytes() == data
+
+
+def test_a_tarball_that_does_not_match_its_integrity_is_refused(registry, tmp_path):
+    entry = registry.entries["tiny-dep"]["versions"]["1.2.3"]
+    entry["dist"]["tarball"] = entry["dist"]["tarball"].replace("1.2.3", "1.3.0")  # the wrong bytes
+    with pytest.raises(Exception, match="does not match its registry integrity"):
+        NpmCache(tmp_path, registry.url).package_dir("tiny-dep", "1.2.3")
+    assert not (tmp_path / "files").exists() or not any((tmp_path / "files").iterdir())
+
+
+def test_prefetched_cache_serves_with_no_registry(registry, tmp_path):
+    NpmCache(tmp_path, registry.url).prefetch("tiny-dep", "^1")
+    offline = CdnShim(NpmCache(tmp_path, DEAD_REGISTRY))
+    answer = offline.answer("https://unpkg.com/tiny-dep@^1.2.0/index.js")
+    assert answer.status == 302 and answer.headers["location"] == "https://unpkg.com/tiny-dep@1.3.0/index.js"
+    answer = offline.answer(answer.headers["location"])
+    assert answer.status == 200 and b"tiny-dep 1.3.0" in answer.body
+
+
+def test_no_registry_and_no_cache_is_blocked_and_says_why(tmp_path):
+    answer = CdnShim(NpmCache(tmp_path, DEAD_REGISTRY)).answer("https://unpkg.com/three@0.160.0/build/three.module.js")
+    assert answer.status == 0 and answer.record.outcome == "blocked"
+    assert "unreachable" in answer.record.detail
+    with pytest.raises(RegistryUnavailable):
+        NpmCache(tmp_path, DEAD_REGISTRY).resolve("three")
+
+
+@pytest.mark.parametrize(
+    "path, kind",
+    [("index.js", "text/javascript"), ("style.css", "text/css"), ("index.js.map", "application/json"), ("fonts/tiny.woff2", "font/woff2"), ("package.json", "application/json")],
+)
+def test_files_are_served_with_their_content_types(shim, path, kind):
+    answer = shim.answer(f"https://unpkg.com/tiny-dep@2.0.0/{path}")
+    assert answer.status == 200 and answer.headers["content-type"].startswith(kind)
+    assert answer.headers["access-control-allow-origin"] == "*"  # module scripts and fonts load cross-origin
+    assert answer.record.outcome == "served" and answer.record.served == f"tiny-dep@2.0.0/{path}"
+
+
+def test_unpkg_and_jsdelivr_entry_files_follow_their_package_json_fields(shim):
+    def location(url: str) -> str:
+        answer = shim.answer(url)
+        assert answer.status == 302, answer.record
+        return answer.headers["location"]
+
+    assert location("https://unpkg.com/tiny-greet") == "https://unpkg.com/tiny-greet@1.0.0/dist/greet.umd.js"
+    assert location("https://unpkg.com/tiny-greet?module") == "https://unpkg.com/tiny-greet@1.0.0/esm/index.js"
+    assert location("https://cdn.jsdelivr.net/npm/tiny-greet@1") == "https://cdn.jsdelivr.net/npm/tiny-greet@1.0.0/dist/greet.min.js"
+    assert location("https://unpkg.com/tiny-dep@1.2.3") == "https://unpkg.com/tiny-dep@1.2.3/index.cjs"  # main
+    assert location("https://unpkg.com/three@0.160.0/build/three.module") == "https://unpkg.com/three@0.160.0/build/three.module.js"
+    assert location("https://unpkg.com/@tiny/scoped") == "https://unpkg.com/@tiny/scoped@0.1.0/lib/main.js"
+
+
+def test_esm_cdns_use_exports_and_rewrite_bare_imports(shim):
+    answer = shim.answer("https://esm.sh/tiny-greet@1")
+    assert answer.status == 302 and answer.headers["location"] == "https://esm.sh/tiny-greet@1.0.0/esm/index.js"
+    module = shim.answer(answer.headers["location"])
+    text = module.body.decode()
+    assert 'from "/tiny-dep@^1.2.0"' in text  # the dependency's range from package.json, on the same CDN
+    assert 'from "./extra.js"' in text  # relative imports untouched
+    assert module.record.detail == "bare imports rewritten to this CDN"
+    assert shim.answer("https://esm.sh/tiny-greet@1.0.0/extra").headers["location"] == "https://esm.sh/tiny-greet@1.0.0/esm/extra.js"
+    assert shim.answer("https://cdn.skypack.dev/tiny-greet@1.0.0/parts/wave").headers["location"] == "https://cdn.skypack.dev/tiny-greet@1.0.0/esm/parts/wave.js"
+    dep = shim.answer("https://esm.sh/tiny-dep@^1.2.0")
+    assert dep.headers["location"] == "https://esm.sh/tiny-dep@1.3.0/index.js"  # `module` before `main`
+    plus = shim.answer("https://cdn.jsdelivr.net/npm/tiny-greet@1.0.0/+esm")
+    assert plus.status == 200 and 'from "/npm/tiny-dep@^1.2.0"' in plus.body.decode()
+
+
+def test_rewrite_leaves_urls_and_relative_specifiers():
+    src = 'import a from "dep";\nimport "./side.js";\nexport * from "@s/p/sub";\nconst m = import("https://x.test/m.js");\nimport b from "data:text/javascript,1";\n'
+    out = rewrite_bare_imports(src, {"dependencies": {"dep": "^2"}}, "https://esm.sh/")
+    assert out == 'import a from "/dep@^2";\nimport "./side.js";\nexport * from "/@s/p@latest/sub";\nconst m = import("https://x.test/m.js");\nimport b from "data:text/javascript,1";\n'
+
+
+def test_cdnjs_names_map_to_npm_packages(shim):
+    answer = shim.answer("https://cdnjs.cloudflare.com/ajax/libs/three.js/r160/three.module.js")
+    assert answer.status == 200 and answer.record.served == "three@0.160.0/build/three.module.js"
+
+
+def test_missing_files_and_packages_are_404_like_the_cdn(shim):
+    missing = shim.answer("https://unpkg.com/three@0.160.0/build/nope.js")
+    assert missing.status == 404 and missing.record.outcome == "not_found"
+    unknown = shim.answer("https://unpkg.com/no-such-package-here@1/index.js")
+    assert unknown.status == 404 and "does not exist" in unknown.record.detail
+    escape = shim.answer("https://unpkg.com/tiny-dep@2.0.0/../../../etc/passwd")
+    assert escape.status in (404, 302) and b"root:" not in escape.body
+
+
+def test_google_fonts_get_local_fallback_css(shim):
+    answer = shim.answer("https://fonts.googleapis.com/css2?family=Roboto:wght@400;700&family=Open+Sans&display=swap")
+    css = answer.body.decode()
+    assert answer.status == 200 and answer.headers["content-type"].startswith("text/css")
+    assert "font-family: 'Roboto'" in css and "font-family: 'Open Sans'" in css and "local('DejaVu Sans')" in css
+    assert "url(" not in css  # no font file to fetch
+    assert answer.record.outcome == "font_fallback"
+    assert shim.answer("https://fonts.gstatic.com/s/roboto/v30/x.woff2").record.outcome == "blocked"
+
+
+def test_cdn_prefetch_command_fills_the_cache_for_offline_use(registry, tmp_path, monkeypatch):
+    from envfarm.verifiers.cli import app
+
+    monkeypatch.setenv("ENVFARM_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("ENVFARM_NPM_REGISTRY", registry.url)
+    result = CliRunner().invoke(app, ["cdn-prefetch", "tiny-greet@^1", "three@0.160.0", "--deps"])
+    assert result.exit_code == 0, result.output
+    assert "tiny-greet@^1 -> 1.0.0" in result.output and "tiny-dep@^1.2.0 -> 1.3.0" in result.output
+    offline = CdnShim(NpmCache(tmp_path / "home" / "cdn", DEAD_REGISTRY))  # the default cache the verifier reads
+    for url in ("https://esm.sh/tiny-greet@1.0.0/esm/index.js", "https://esm.sh/tiny-dep@1.3.0/index.js", "https://unpkg.com/three@0.160.0/build/three.module.js"):
+        assert offline.answer(url).status == 200, url
+
+
+def test_cdn_prefetch_of_an_unknown_package_is_one_line_error(registry, tmp_path):
+    from envfarm.verifiers.cli import app
+
+    result = CliRunner().invoke(app, ["cdn-prefetch", "no-such-package-here", "--cache", str(tmp_path), "--registry", registry.url])
+    assert result.exit_code != 0
+    assert isinstance(result.exception, PackageNotFound)
