@@ -12,6 +12,7 @@ from envfarm.errors import EnvfarmError
 from envfarm.trainer.model import PolicyModel, load_checkpoint, micro, token_logprobs
 from envfarm.trainer.rollout import RolloutEngine, SamplingParams
 from envfarm.trainer.rollout import engine as engine_module
+from envfarm.trainer.rollout.draft_policy import DraftPolicy
 from envfarm.trainer.rollout.sampling import warp
 from envfarm.trainer.rollout.speculative import accept_drafts, accept_greedy
 
@@ -167,8 +168,11 @@ def exact_second_and_third_token(model: PolicyModel, prompt: list[int], params: 
     return joint12.sum(0), (joint12[..., None] * p3_given).sum((0, 1))
 
 
-def sample_many(model: PolicyModel, prompt: list[int], params: SamplingParams, n: int) -> torch.Tensor:
-    out = RolloutEngine(model).generate([prompt] * n, params, draft="mtp", num_draft=2)
+def sample_many(model: PolicyModel, prompt: list[int], params: SamplingParams, n: int, policy=None) -> torch.Tensor:
+    engine = RolloutEngine(model)
+    if policy is not None:
+        engine.draft_policy = policy
+    out = engine.generate([prompt] * n, params, draft="adaptive" if policy else "mtp", num_draft=2)
     return torch.tensor([c.tokens[:3] for c in out.completions])
 
 
@@ -193,6 +197,124 @@ def test_speculative_sampling_matches_the_target_distribution(monkeypatch):
     broken = sample_many(model, prompt, params, n=4000)
     counts = torch.bincount(broken[:, 1], minlength=vocab)
     assert chi_square_p_value(counts, p2) < 1e-6
+
+
+class ScriptedDraftPolicy(DraftPolicy):
+    """Adaptive mode with the per-step choice taken from a script (a list, or a function of the step and
+    the accepted drafts so far), so the engine's catch-up paths are exercised deterministically."""
+
+    def __init__(self, heads: int, script) -> None:
+        super().__init__(heads)
+        self.script, self.step, self.accepted = script, 0, 0
+        tracker = self.acceptance
+        original = tracker.observe
+
+        def observe(row: int, k: int, accepted: int) -> None:
+            self.accepted += accepted
+            original(row, k, accepted)
+
+        tracker.observe = observe
+
+    def start(self, batch: int) -> None:
+        super().start(batch)
+        self.step = self.accepted = 0
+
+    def _choose(self, rows, remaining, context, catch_up) -> int:
+        k = self.script(self.step, self.accepted) if callable(self.script) else self.script[min(self.step, len(self.script) - 1)]
+        self.step += 1
+        return min(k, len(catch_up) - 1)
+
+
+def adaptive_engine(model: PolicyModel, policy: DraftPolicy) -> RolloutEngine:
+    engine = RolloutEngine(model)
+    engine.draft_policy = policy
+    return engine
+
+
+def test_adaptive_with_every_head_every_step_is_the_fixed_mode_step_for_step():
+    """Adaptive mode defers the heads' prompt pass to the first drafting step and feeds it from the ring of
+    main hidden states; with all heads chosen every step that must be exactly the fixed mode: the same
+    tokens, steps and accepted drafts, greedy and sampled with one seed (every accept/reject reads q)."""
+    model = pretrained()
+    prompts = [[256] + list((b"def parse(text):\n    out = []\n" * 20)[:300]), [256] + list(CODE_PROMPTS[1] * 4)]
+    for params, batch in ((SamplingParams(max_new_tokens=40, temperature=0), prompts),
+                          (SamplingParams(max_new_tokens=60, temperature=1.0, seed=11), [prompts[0]] * 4)):
+        fixed = RolloutEngine(model).generate(batch, params, draft="mtp")
+        adaptive = adaptive_engine(model, ScriptedDraftPolicy(3, [3])).generate(batch, params, draft="adaptive")
+        assert adaptive.tokens == fixed.tokens
+        assert (adaptive.stats["steps"], adaptive.stats["accepted_drafts"]) == (fixed.stats["steps"], fixed.stats["accepted_drafts"])
+        assert adaptive.stats["steps_by_draft_heads"] == [0, 0, 0, fixed.stats["steps"]]
+
+
+@pytest.mark.parametrize("script", [
+    [0] * 30 + [3],  # a long plain stretch (beyond the heads' reach), then every head: a trimmed catch-up
+    [1, 3, 0, 2, 0, 0, 3, 1, 1, 0, 2, 3],  # widths changing every step: heads left behind catch up
+    [2, 0],  # the deferred prompt pass, then plain to the end
+])
+def test_adaptive_greedy_output_is_identical_to_plain(script):
+    model = pretrained()
+    prompts = [[256] + list(p) for p in CODE_PROMPTS]
+    params = SamplingParams(max_new_tokens=260, temperature=0)
+    plain = RolloutEngine(model).generate(prompts, params)
+    policy = ScriptedDraftPolicy(3, script)
+    out = adaptive_engine(model, policy).generate(prompts, params, draft="adaptive")
+    assert out.tokens == plain.tokens
+    for a, b in zip(plain.logprobs, out.logprobs):
+        assert torch.allclose(torch.tensor(a), torch.tensor(b), atol=1e-4)
+    drafting = sum(out.stats["steps_by_draft_heads"][1:])
+    assert drafting > 0 and out.stats["steps"] < plain.stats["steps"]
+    # Heads that caught up draft as well as ever: a garbled catch-up (wrong hidden states or positions)
+    # would have its drafts rejected. Fixed 3-head drafting accepts about 2.7 per step on this text.
+    if script[0] == 0:
+        assert out.stats["accepted_drafts"] / drafting > 1.5
+
+
+def test_adaptive_drafts_where_measured_costs_say_it_pays_and_not_where_they_do_not():
+    """The real DraftPolicy on injected costs (no timing): cheap verify passes -> drafting, identical output;
+    verify passes measured slower than the plain steps they replace -> no draft at all."""
+    model = pretrained()
+    prompts = [[256] + list(p) for p in CODE_PROMPTS]
+    params = SamplingParams(max_new_tokens=64, temperature=0)
+    plain = RolloutEngine(model).generate(prompts, params)
+
+    class Frozen(DraftPolicy):
+        def record(self, rows, context, k, seconds, caught_up):  # keep the injected costs
+            pass
+
+    for step_ms, drafts in (({0: 6, 1: 6.3, 2: 6.6, 3: 6.9}, True), ({0: 6, 1: 13, 2: 20, 3: 27}, False)):
+        injected = Frozen(3)
+        for rows in (1, 2):  # the batch shrinks to one row when the other finishes first
+            for k, ms in step_ms.items():
+                for _ in range(3):
+                    injected.costs.record_step(rows, 40, k, ms / 1000)
+                if k:
+                    injected.costs.record_catch_up(rows, 40, k, ms / 1000 + 0.001, 100)  # 10 us per position
+        injected.acceptance.depth_accepted, injected.acceptance.depth_trials = [320.0] * 3, [400.0] * 3  # 0.8
+        out = adaptive_engine(model, injected).generate(prompts, params, draft="adaptive")
+        assert out.tokens == plain.tokens
+        assert (sum(out.stats["steps_by_draft_heads"][1:]) > 0) == drafts
+        if not drafts:
+            assert out.stats["steps"] == plain.stats["steps"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", [
+    [0, 2],  # plain, then a catch-up with two heads
+    [1, 2],  # one head, then two (head 2 catches up from the prompt)
+    lambda step, accepted: 2 if step == 0 else (2 if accepted % 2 else 1),  # chosen from past acceptance
+])
+def test_adaptive_speculative_sampling_matches_the_target_distribution(script):
+    vocab = 12
+    model = random_model(seed=5, vocab_size=vocab, initializer_range=0.35, bos_token_id=9, eos_token_id=10, pad_token_id=11)
+    params = SamplingParams(max_new_tokens=3, temperature=0.9, top_p=0.95, seed=1234)
+    prompt = [1, 2, 3]
+    p2, p3 = exact_second_and_third_token(model, prompt, params, vocab)
+    policy = ScriptedDraftPolicy(2, script)
+    samples = sample_many(model, prompt, params, n=4000, policy=policy)
+    assert policy.step >= 1 and sum(policy.chosen[1:]) >= 1  # drafts were really used
+    for position, exact in ((1, p2), (2, p3)):
+        counts = torch.bincount(samples[:, position], minlength=vocab)
+        assert chi_square_p_value(counts, exact) > 1e-3, f"token {position + 1} is not distributed as plain sampling"
 
 
 def test_logprobs_and_routing_replay_reproduce_training_forward():
@@ -259,6 +381,8 @@ def test_bad_requests_get_clear_errors():
         engine.generate([[100000]], SamplingParams())
     with pytest.raises(EnvfarmError, match="draft mode"):
         engine.generate([[1]], SamplingParams(), draft="eagle")
+    with pytest.raises(EnvfarmError, match="MTP heads"):
+        engine.generate([[1]], SamplingParams(), draft="adaptive", num_draft=4)
     with pytest.raises(EnvfarmError, match="top_p"):
         SamplingParams(top_p=0)
 

@@ -9,6 +9,13 @@ MTP head k at position i reads (h^{k-1}_i, x_{i+k}); its cache entry is final on
 committed, i.e. for i <= n - k where x_n is the newest committed token. So each step all heads crop
 back to s = n_prev - K + 1 and recompute from there: at most 2K positions per head per step. Their
 first pass, over the prompt, covers only the positions their sliding windows can still reach.
+
+draft="adaptive" asks `DraftPolicy` (draft_policy.py) before each step how many heads (0..K) to use, from
+measured step costs and acceptance. Heads a step leaves out fall behind; when next used they catch up from
+their oldest non-final entry, through a ring of main hidden states wide enough for the windows they can
+still reach (the deferred prompt pass is the same catch-up). The speculative rule is lossless for any
+number of drafts, and the choice depends only on earlier steps, so the output distribution is unchanged;
+a seeded sampled run repeats exactly only where the choices repeat (they follow measured times).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from envfarm.errors import EnvfarmError
 from envfarm.trainer.model.attention import AttentionMasks
 from envfarm.trainer.model.logprobs import gather_logprobs
 from envfarm.trainer.model.policy_model import PolicyModel
+from envfarm.trainer.rollout.draft_policy import DraftPolicy
 from envfarm.trainer.rollout.result import Completion, RolloutBatch
 from envfarm.trainer.rollout.sampling import SamplingParams, sample, warp
 from envfarm.trainer.rollout.speculative import accept_drafts, accept_greedy
@@ -35,6 +43,9 @@ class RolloutEngine:
         self.pad_id = model.config.pad_token_id if pad_id is None else pad_id
         self.trim_prompt_pass = trim_prompt_pass  # False: the MTP heads' first pass covers the whole prompt
         self.prefill_chunk = prefill_chunk
+        # draft="adaptive": chooses the heads per step from costs measured by this engine's own steps, kept
+        # across generate calls (a worker's calls share shapes, so the first calls calibrate the rest).
+        self.draft_policy = DraftPolicy(model.num_mtp)
 
     @staticmethod
     def _prompt_pass_skips(shortest: int, k: int, window: int) -> list[int]:
@@ -45,6 +56,14 @@ class RolloutEngine:
         a 16K-token prompt costs the heads a few hundred positions, not 16K each."""
         reach = window + k
         return [max(0, shortest - (k - h) * reach) for h in range(k)]
+
+    @staticmethod
+    def _catch_up(n: int, starts: list[int], k: int, reach: int) -> tuple[int, int]:
+        """Adaptive mode, one row: where k heads start recomputing (their oldest non-final entry, but no
+        earlier than their windows can still reach, as in the prompt pass) and how many positions that
+        is beyond a steady step's 2k (0 when the heads kept up)."""
+        begin = max(min(starts), n - k * reach, 0)
+        return begin, max(0, n - begin - 2 * k)
 
     def _prefill(self, tokens: torch.Tensor, positions: torch.Tensor, lengths: torch.Tensor, cache
                  ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
@@ -69,14 +88,14 @@ class RolloutEngine:
 
     def _check(self, prompts: list[list[int]], sampling: SamplingParams, draft: str | None,
                num_draft: int | None) -> int:
-        if draft not in (None, "mtp"):
-            raise EnvfarmError(f"unknown draft mode {draft!r}", "use draft='mtp' or draft=None")
+        if draft not in (None, "mtp", "adaptive"):
+            raise EnvfarmError(f"unknown draft mode {draft!r}", "use draft='mtp', 'adaptive' or None")
         k = 0 if draft is None else (self.model.num_mtp if num_draft is None else num_draft)
         if not 0 <= k <= self.model.num_mtp:
             raise EnvfarmError(f"num_draft={k} but the model has {self.model.num_mtp} MTP heads",
                                f"use num_draft between 1 and {self.model.num_mtp}")
-        if draft == "mtp" and k == 0:
-            raise EnvfarmError("draft='mtp' needs at least one MTP head", "load a checkpoint with MTP heads or use draft=None")
+        if draft is not None and k == 0:
+            raise EnvfarmError(f"draft={draft!r} needs at least one MTP head", "load a checkpoint with MTP heads or use draft=None")
         if not prompts or any(len(p) == 0 for p in prompts):
             raise EnvfarmError("empty prompt in the batch", "give every prompt at least one token (e.g. BOS)")
         vocab = self.model.config.vocab_size
@@ -89,6 +108,7 @@ class RolloutEngine:
     def generate(self, prompts: list[list[int]], sampling: SamplingParams, draft: str | None = None,
                  num_draft: int | None = None) -> RolloutBatch:
         k = self._check(prompts, sampling, draft, num_draft)
+        adaptive = draft == "adaptive"  # k is then the most heads a step may use
         started = time.perf_counter()
         model = self.model
         greedy = sampling.greedy
@@ -116,9 +136,19 @@ class RolloutEngine:
         first_token_at = time.perf_counter()  # prefill + first token: identical with and without drafts
         n = lengths.clone()  # the main cache holds positions < n; x_new sits at position n
         seq[rows, n] = x_new
-        ring = 2 * k + 2  # main hidden states the MTP heads may still need
+        reach = model.config.sliding_window + k  # see _prompt_pass_skips
+        # Main hidden states the MTP heads may still need: a steady step recomputes at most 2K positions;
+        # an adaptive catch-up (after plain steps, or the deferred prompt pass) at most K * reach.
+        ring = k * reach + 2 * k + 2 if adaptive else 2 * k + 2
         hidden_ring = torch.zeros(b, ring, model.config.hidden_size, dtype=hidden.dtype)
-        prefill_hidden = hidden if k else None
+        prefill_hidden = hidden if k and not adaptive else None
+        policy = self.draft_policy if adaptive else None
+        if policy is not None:
+            policy.start(b)
+        heads_used = [0] * (k + 1)  # steps per number of heads, this call
+        # adaptive: per head, per row, the first position whose cache entry is not final (heads a step
+        # leaves out fall behind, and catch up from here when next used)
+        starts = [[0] * b for _ in range(k)] if adaptive else []
         if k:
             for i in range(b):
                 tail = torch.arange(max(0, int(lengths[i]) - ring), int(lengths[i]))
@@ -136,11 +166,67 @@ class RolloutEngine:
         # Each step costs kernels, not arithmetic, at these sizes: the loop keeps its own bookkeeping
         # to a few tensor ops, and skips the done-row masking while every row is still running.
         while not all(done):
+            step_started = time.perf_counter()
             everyone = not any(done)
             active = None if everyone else torch.tensor([not d for d in done])
             drafts = torch.zeros(b, 0, dtype=torch.long)
             q = None
-            if k:
+            ks, caught_up, live = k, 0, []
+            if policy is not None:
+                n_l = n.tolist()
+                live = [i for i in range(b) if not done[i]]
+                catch = [0] + [sum(self._catch_up(n_l[i], [st[i] for st in starts[:h]], h, reach)[1] for i in live)
+                               for h in range(1, k + 1)]
+                ks = policy.choose(live, [sampling.max_new_tokens - len(gen_tokens[i]) for i in live],
+                                   max(n_l[i] for i in live), catch)
+                caught_up = catch[ks]
+            heads_used[ks] += 1
+            if ks and policy is not None:
+                # From each row's oldest non-final head entry (or the reach of the heads' windows, if
+                # that is nearer), through the ring; each head skips what its successors cannot reach.
+                begin = [0] * b
+                for i in live:
+                    begin[i] = self._catch_up(n_l[i], [st[i] for st in starts[:ks]], ks, reach)[0]
+                head_start = torch.tensor(begin)
+                span = torch.where(active, n - head_start, 0) if active is not None else n - head_start
+                width = int(span.max())
+                j = torch.arange(width)
+                hpos = torch.where(j < span[:, None], head_start[:, None] + j, -1)
+                skip = [min(max(0, n_l[i] - (ks - h) * reach - begin[i]) for i in live) for h in range(ks)]
+                prev = hidden_ring[rows_col, hpos % ring]
+                rope = model.mtp_rope(hpos, prev.dtype)
+                # The heads' caches agree on what a query sees only in a steady step (see AttentionMasks).
+                shared = caught_up == 0 and all(starts[h][i] == starts[0][i] for h in range(ks) for i in live)
+                masks = AttentionMasks()
+                last = (span - 1).clamp(min=0)
+                tok_at = hpos + 1
+                draft_at = n[:, None] + slots[1:ks + 1]
+                heads, q_heads = [], []
+                for head in range(ks):
+                    cache.crop_mtp(head, head_start)
+                    s, before = skip[head], (skip[head - 1] if head else 0)
+                    if s:
+                        prev = prev[:, s - before:]
+                        h_pos, h_tok, h_last = hpos[:, s:], tok_at[:, s:], last - s
+                        h_rope = (rope[0][:, s:], rope[1][:, s:], rope[2])
+                    else:
+                        h_pos, h_tok, h_last, h_rope = hpos, tok_at, last, rope
+                    prev, logits = model.mtp_step(head, prev, seq.gather(1, h_tok + head), h_pos, cache, h_rope,
+                                                  masks if shared else AttentionMasks(), logits_at=h_last)
+                    if greedy:
+                        d = logits.argmax(-1)
+                    else:
+                        q_heads.append(warp(logits, sampling))
+                        d = sample(q_heads[-1], gen)
+                    heads.append(d)
+                    seq[rows, draft_at[:, head]] = d
+                drafts = torch.stack(heads, dim=1)
+                q = None if greedy else torch.stack(q_heads, dim=1)
+                for i in live:
+                    settled = max(0, n_l[i] - ks + 1)
+                    for h in range(ks):
+                        starts[h][i] = settled
+            elif ks:
                 span = n - head_start if everyone else torch.where(active, n - head_start, 0)
                 width = int(span.max())
                 j = torch.arange(width)
@@ -187,7 +273,7 @@ class RolloutEngine:
                 head_start = next_start if everyone else torch.where(active, next_start, head_start)
 
             verify = torch.cat([x_new[:, None], drafts], dim=1)
-            vpos = n[:, None] + slots
+            vpos = n[:, None] + slots[:ks + 1]
             if not everyone:
                 vpos = torch.where(active[:, None], vpos, -1)
             out = model(verify, positions=vpos, cache=cache)
@@ -220,9 +306,13 @@ class RolloutEngine:
             else:
                 n = torch.where(active, n + accepted + 1, n)
                 x_new = torch.where(active, nxt, x_new)
-            if k and any(acc_l[i] < k for i in range(b) if not done[i]):
+            if ks and any(acc_l[i] < ks for i in range(b) if not done[i]):
                 cache.crop(n)  # forget rejected drafts (rows that just finished are never read again)
             seq[rows, n] = x_new  # done rows rewrite the token already there
+            if policy is not None:
+                for i in live if ks else ():
+                    policy.acceptance.observe(i, ks, acc_l[i])
+                policy.record(len(live), max(n_l[i] for i in live), ks, time.perf_counter() - step_started, caught_up)
 
         completions = []
         n_moe, top_k = model.n_moe_layers, model.config.num_experts_per_tok
@@ -235,12 +325,14 @@ class RolloutEngine:
                 routing[:len(fed)] = fed
             completions.append(Completion(list(prompt), gen_tokens[i], gen_logps[i], routing, finish[i]))
         finished = time.perf_counter()
-        stats = {"steps": steps, "draft_heads": k,
+        stats = {"steps": steps, "draft_heads": k, "steps_by_draft_heads": heads_used,
                  # Time to first token and the decoding after it, which is what drafting speeds up.
                  "prefill_seconds": first_token_at - started, "decode_seconds": finished - first_token_at,
                  "decode_tokens": sum(len(t) - 1 for t in gen_tokens),
                  "mean_acceptance_length": sum(accept_lengths) / max(1, len(accept_lengths)),
                  "accepted_drafts": accepted_total, "kv_cache_bytes": cache.nbytes()}
+        if policy is not None:
+            stats.update(policy.stats())
         return RolloutBatch(completions, stats)
 
     @staticmethod
