@@ -4,7 +4,8 @@
 already holds i assistant messages (the last turn repeats), so parallel episodes each follow the script.
 A turn is a list of tool calls `(name, arguments)` (arguments a dict, or a string sent verbatim, e.g. bad
 JSON) or a string (plain content, for the text protocol). `faults` are played on the next requests, one
-each, before any answer: "429" (Retry-After: 0), "500", "drop" (the connection is closed with no answer).
+each, before any answer: "429" (Retry-After: 0), "500", "drop" (the connection is closed with no answer),
+"context" (vLLM's 400 for a conversation longer than the model's context), "" (answer normally).
 `native=False` answers requests that carry `tools` with vLLM's 400 for servers without tool calling.
 """
 
@@ -48,6 +49,10 @@ class ScriptedOpenAIServer:
                 if fault == "drop":
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                if fault == "context":
+                    self._send(400, {"error": {"message": "This model's maximum context length is 32768 tokens. However, "
+                                                          "you requested 40000 tokens.", "type": "BadRequestError"}})
                     return
                 if fault in ("429", "500"):
                     self._send(int(fault), {"error": {"message": "scripted fault"}}, {"Retry-After": "0"})

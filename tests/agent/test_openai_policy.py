@@ -139,3 +139,11 @@ def test_a_server_that_stays_down_ends_the_episode_as_model_error_without_gradin
     assert transcript.finish_reason == "model_error" and "failed 3 time(s)" in transcript.error
     assert reward.value == 0.0 and reward.details["failure"] == "model_error"
     assert reward.details["failure_class"] == "infrastructure" and boxes.opened == 1  # no grading sandbox
+
+
+@pytest.mark.engine
+def test_a_conversation_that_outgrows_the_context_is_graded_as_it_stands(swe_task, engine_client):
+    with ScriptedOpenAIServer(SCRIPTS, faults=["", "context"]) as server:
+        transcript, reward, boxes = _rollout(server, "gold", swe_task, engine_client)
+    assert transcript.finish_reason == "max_context" and transcript.steps == 1 and "maximum context length" in transcript.error
+    assert reward.value == 0.0 and "failure" not in reward.details and boxes.opened == 2  # graded: the policy's limit

@@ -102,8 +102,9 @@ def test_rollout_by_instance_id_from_the_store_and_infrastructure_failures_are_n
         assert row["reward"] == 0.0 and not row["passed"] and row["finish_reason"] == "finish"
         capsys.readouterr()
         # a model the server does not serve: the episode fails as infrastructure and is not written (a re-run retries it)
-        assert _run([*base, "--model-name", "gone", "--n", "2", "--retries", "0"]) == 1
-        assert len(_rows(out)) == 1
+        gone = tmp_path / "gone.jsonl"
+        assert _run([*base[:-1], str(gone), "--model-name", "gone", "--retries", "0"]) == 1
+        assert not gone.exists()
         assert "1 episode(s) failed for infrastructure reasons" in capsys.readouterr().out
 
 
@@ -111,3 +112,20 @@ def test_unknown_instance_ids_name_the_store(tmp_path, capsys):
     db = f"sqlite:///{tmp_path / 'envfarm.db'}"
     assert _run(["--tasks", "owner__nothing-1", "--model", "http://127.0.0.1:9", "--model-name", "m", "--db", db]) == 2
     assert "not in the store" in capsys.readouterr().err
+
+
+def test_a_trajectory_file_of_another_model_is_refused(swe_task_row_file, tmp_path, capsys):
+    out = tmp_path / "out.jsonl"
+    out.write_text(json.dumps({"task_id": "envfarm__calc-1", "k": 0, "model": "other", "passed": True}) + "\n")
+    assert _run(["--tasks", str(swe_task_row_file), "--model", "http://127.0.0.1:9", "--model-name", "m", "--out", str(out)]) == 2
+    assert "holds trajectories of another model (other)" in capsys.readouterr().err
+
+
+@pytest.fixture
+def swe_task_row_file(tmp_path):  # type: ignore[no-untyped-def]
+    """A TaskSpec row naming an image, for checks that stop before any sandbox starts."""
+    from envfarm.task import TaskSpec
+
+    path = tmp_path / "tasks.jsonl"
+    path.write_text(TaskSpec(instance_id="envfarm__calc-1", image="envfarm/none:0").model_dump_json() + "\n")
+    return path

@@ -11,7 +11,8 @@ that write calls as text, still drive the same three tools.
 Malformed calls (arguments that are not JSON, unknown tools, wrong arguments) cost a step and come back
 as an error observation, as in the text protocol. A model server that stays unreachable after its retries
 (`ModelServerError`) ends the episode with finish_reason "model_error": an infrastructure failure, not the
-policy's doing, so `swe_rollout` does not grade it.
+policy's doing, so `swe_rollout` does not grade it. A conversation that outgrew the model's context
+(`ContextExceeded`) ends it with "max_context", a limit like max_tokens: graded as it stands.
 
 This lives in `trainer/agent/` with the rest of the scaffold (DESIGN.md: the scaffold is one package that
 serves the trainer and external agents); it imports neither torch nor the model.
@@ -48,6 +49,10 @@ TEXT_PROTOCOL_HINT = (
 
 class ModelServerError(EnvfarmError):
     """The model server failed in a way retries did not fix (unreachable, 5xx/429 throughout, bad answers)."""
+
+
+class ContextExceeded(EnvfarmError):
+    """The conversation no longer fits the model's context: the policy's limit, like max_tokens, so it is graded."""
 
 
 @dataclass
@@ -138,6 +143,9 @@ def run_chat_episode(policy: ChatAgentPolicy, task: TaskSpec, sandbox: Sandbox,
                 turn = policy.chat(t.messages, max_tokens=limits.max_tokens - t.tokens)
             except ModelServerError as exc:
                 t.finish_reason, t.error = "model_error", exc.line()
+                break
+            except ContextExceeded as exc:
+                t.finish_reason, t.error = "max_context", exc.line()
                 break
             t.steps += 1
             t.tokens += turn.completion_tokens

@@ -49,7 +49,7 @@ class Transcript:
     steps: int = 0
     tokens: int = 0
     tool_errors: int = 0
-    finish_reason: str = ""  # finish | max_steps | max_tokens | max_seconds | sandbox_error | model_error
+    finish_reason: str = ""  # finish | max_steps | max_tokens | max_seconds | max_context | sandbox_error | model_error
     patch: str = ""
     error: str = ""
     seconds: float = 0.0

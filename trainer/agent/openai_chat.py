@@ -15,15 +15,19 @@ drives (DESIGN.md: one scaffold package for the trainer and external agents); no
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import httpx
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from envfarm.trainer.agent.chat import TEXT_PROTOCOL_HINT, ChatTurn, ModelServerError, NativeCall, ToolMode
+from envfarm.trainer.agent.chat import TEXT_PROTOCOL_HINT, ChatTurn, ContextExceeded, ModelServerError, NativeCall, ToolMode
 from envfarm.trainer.agent.protocol import CALL_CLOSE, CALL_OPEN, tool_schemas
 
-RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
+RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+# How vLLM, SGLang and OpenAI say a request does not fit the context window (a 400).
+CONTEXT_LENGTH = re.compile(r"context length|context window|maximum context|too many tokens|prompt is too long|"
+                            r"context_length_exceeded", re.I)
 
 
 class _Transient(Exception):
@@ -78,6 +82,9 @@ class OpenAIChatPolicy:
             if response.status_code == 200:
                 return self._turn(response, retries)
             refused = f"{response.status_code}: {' '.join(response.text.split())[:300]}"
+            if response.status_code == 400 and CONTEXT_LENGTH.search(response.text):
+                raise ContextExceeded(f"model server at {self.url} refused the conversation as too long ({refused})",
+                                      "raise the server's context length or lower --max-tokens-per-turn / --max-steps")
             if self.mode == "native" and self.tool_mode == "auto" and not self.answered \
                     and response.status_code in (400, 404, 422):
                 self.fallback = f"the server refused tool definitions ({refused})"

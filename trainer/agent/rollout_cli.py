@@ -141,6 +141,10 @@ def rollout(
         console.print(f"[yellow]dropped a partial last line ({opened.dropped_bytes} bytes) from {out}: that episode runs again[/]")
     if opened.unreadable_lines:
         console.print(f"[yellow]{opened.unreadable_lines} line(s) of {out} are not trajectories; ignored[/]")
+    others = sorted({str(r.get("model")) for r in file.rows()} - {model_name})
+    if others:  # resume keys on (task, k): another model's lines would be taken for this one's
+        raise EnvfarmError(f"{out} holds trajectories of another model ({', '.join(others[:3])})",
+                           "pass a new --out for each model (or the same --model-name to resume that run)")
     todo = [(t, k) for t in task_list for k in range(n) if (t.instance_id, k) not in opened.done]
     console.print(f"{len(task_list)} task(s) x {n}: {len(task_list) * n - len(todo)} already in {out}, {len(todo)} to run")
 
