@@ -129,3 +129,38 @@ def swe_task_row_file(tmp_path):  # type: ignore[no-untyped-def]
     path = tmp_path / "tasks.jsonl"
     path.write_text(TaskSpec(instance_id="envfarm__calc-1", image="envfarm/none:0").model_dump_json() + "\n")
     return path
+
+
+@pytest.mark.engine
+def test_a_killed_rollout_leaves_whole_lines_and_the_rerun_finishes_the_rest(swe_task, engine_client, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from envfarm.sandbox.docker import LABEL_PID
+
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text(swe_task.model_dump_json() + "\n")
+    out = tmp_path / "gold.jsonl"
+    with ScriptedOpenAIServer(SCRIPTS) as server:
+        argv = ["--tasks", str(tasks), "--model", server.url, "--model-name", "gold", "--n", "2", "--out", str(out)]
+        proc = subprocess.Popen([sys.executable, "-P", "-m", "envfarm.cli", "rollout", *argv],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
+        try:
+            # episode k=0 is written before k=1 asks its first turn (one at a time): kill during k=1
+            deadline = time.monotonic() + 300
+            while len(server.requests) < 4 and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert proc.poll() is None, "the rollout ended before it could be killed"
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=60)
+        finally:
+            for container in engine_client.containers.list(all=True, filters={"label": f"{LABEL_PID}={proc.pid}"}):
+                container.remove(force=True)  # the killed process's own sandboxes (it cannot close them)
+        lines = out.read_text().splitlines()
+        assert [json.loads(line)["k"] for line in lines] == [0] and out.read_text().endswith("\n")
+        requests = len(server.requests)
+        assert _run(argv) == 0
+        assert sorted(r["k"] for r in _rows(out)) == [0, 1] and len(server.requests) == requests + 3
