@@ -98,7 +98,7 @@ def _tool_response(text: str) -> dict[str, Any]:
 
 
 class _Steps:
-    """Carries out one turn's calls and records them in the transcript; True once finish was called."""
+    """Carries out calls and records each in `Transcript.calls` (a refused call keeps the raw name and arguments)."""
 
     def __init__(self, t: Transcript, sandbox: Sandbox, task: TaskSpec, limits: EpisodeLimits) -> None:
         self.t, self.sandbox, self.task, self.limits = t, sandbox, task, limits
@@ -174,7 +174,7 @@ def _play(turn: ChatTurn, steps: _Steps, step: int) -> bool:
             if turn.mode == "native":
                 exc = ToolCallError(f"no tool call: call one of the tools bash, str_replace, finish ({exc})")
             call = exc
-        obs, done = steps.run(call, {"step": step, "id": ""})
+        obs, done = steps.run(call, {"step": step, "id": "", "name": "", "arguments": ""})
         if not done:
             steps.t.messages.append(_tool_response(obs))
         return done
