@@ -75,6 +75,14 @@ def test_a_dropped_connection_a_429_and_a_500_are_retried():
     assert turn.prompt_tokens == 100 and turn.completion_tokens == 10
 
 
+def test_extra_body_fields_and_the_turn_budget_reach_the_server():
+    with ScriptedOpenAIServer(SCRIPTS) as server:
+        policy = OpenAIChatPolicy(server.url, "gold", backoff_s=0, max_tokens_per_turn=50, extra_body={"top_p": 0.5})
+        policy.chat([{"role": "user", "content": "u"}], max_tokens=7)
+    (request,) = server.requests
+    assert request["top_p"] == 0.5 and request["max_tokens"] == 7 and request["tool_choice"] == "auto"
+
+
 @pytest.mark.engine
 @pytest.mark.parametrize("model, expected", [("gold", 1.0), ("noop", 0.0)])
 def test_native_tool_calls_drive_the_scaffold_gold_scores_one_noop_zero(swe_task, engine_client, model, expected):

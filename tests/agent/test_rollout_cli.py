@@ -43,6 +43,8 @@ def test_a_torn_last_line_is_dropped_on_open(tmp_path):
 @pytest.mark.parametrize("argv, message", [
     (["--model", "localhost:8000"], "is not an http(s) URL"),
     (["--tasks", "missing.jsonl"], "does not exist"),
+    (["--extra-body", "[1]"], "is not a JSON object"),
+    (["--extra-body", '{"tools": []}'], "sets tools, which envfarm rollout sends itself"),
 ])
 def test_bad_arguments_are_one_line_errors(tmp_path, capsys, argv, message):
     base = {"--tasks": str(tmp_path / "missing.jsonl"), "--model": "http://127.0.0.1:9/v1", "--model-name": "m"}

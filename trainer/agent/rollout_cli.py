@@ -100,6 +100,20 @@ def base_url(model: str) -> str:
     return url if url.endswith("/v1") else url + "/v1"
 
 
+def _extra_body(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        value = exc
+    if not isinstance(value, dict):
+        raise EnvfarmError(f"--extra-body {text!r} is not a JSON object", """pass e.g. --extra-body '{"top_p": 0.95}'""")
+    reserved = sorted({"model", "messages", "tools", "tool_choice"} & set(value))
+    if reserved:
+        raise EnvfarmError(f"--extra-body sets {', '.join(reserved)}, which envfarm rollout sends itself",
+                           "use --model-name / --tool-mode instead")
+    return value
+
+
 @app.command()
 def rollout(
     tasks: List[str] = typer.Option(..., "--tasks", help="JSONL file of TaskSpec rows, or instance ids (comma separated) from the store; repeatable"),
@@ -119,6 +133,7 @@ def rollout(
     retries: int = typer.Option(6, "--retries", min=0, help="repeats of a request after 429/5xx or a dropped connection"),
     request_timeout: float = typer.Option(600.0, "--request-timeout", help="seconds per model request"),
     db: Optional[str] = typer.Option(None, "--db", help="store URL for instance ids (default ENVFARM_DB_URL)"),
+    extra_body: str = typer.Option("{}", "--extra-body", help='JSON object merged into every request, e.g. \'{"top_p": 0.95}\''),
 ) -> None:
     """Run K episodes per task against the model, grade them, and write trajectories; prints pass@k."""
     import httpx
@@ -131,6 +146,7 @@ def rollout(
     from envfarm.verifiers.swe import SweVerifier
 
     url = base_url(model)
+    extra = _extra_body(extra_body)
     if tool_mode not in ("auto", "native", "text"):
         raise EnvfarmError(f"--tool-mode {tool_mode!r} is not auto, native or text", "pass --tool-mode auto")
     limits = EpisodeLimits(max_steps=max_steps, max_tokens=max_tokens, command_timeout=command_timeout, max_seconds=max_seconds)
@@ -156,7 +172,8 @@ def rollout(
 
     def one(task: TaskSpec, k: int) -> dict[str, Any] | None:
         policy = lambda: OpenAIChatPolicy(url, model_name, tool_mode=tool_mode, temperature=temperature,  # noqa: E731 - a factory per episode
-                                          max_tokens_per_turn=max_tokens_per_turn, retries=retries, client=client)
+                                          max_tokens_per_turn=max_tokens_per_turn, retries=retries, client=client,
+                                          extra_body=extra)
         make_sandbox = lambda t: sandboxes.open(t.image, run_id=run_id, task_id=t.instance_id)  # noqa: E731 - as above
         transcript, reward = swe_rollout(task, policy, make_sandbox, limits=limits, verifier=verifier)
         if reward.details.get("failure_class") == "infrastructure":
