@@ -170,9 +170,8 @@ def test_prefetched_cache_serves_with_no_registry(registry, tmp_path):
     NpmCache(tmp_path, registry.url).prefetch("tiny-dep", "^1")
     offline = CdnShim(NpmCache(tmp_path, DEAD_REGISTRY))
     answer = offline.answer("https://unpkg.com/tiny-dep@^1.2.0/index.js")
-    assert answer.status == 302 and answer.headers["location"] == "https://unpkg.com/tiny-dep@1.3.0/index.js"
-    answer = offline.answer(answer.headers["location"])
     assert answer.status == 200 and b"tiny-dep 1.3.0" in answer.body
+    assert answer.record.served == "tiny-dep@1.3.0/index.js" and answer.record.detail == "^1.2.0 resolved to 1.3.0"
 
 
 def test_no_registry_and_no_cache_is_blocked_and_says_why(tmp_path):
@@ -194,32 +193,42 @@ def test_files_are_served_with_their_content_types(shim, path, kind):
     assert answer.record.outcome == "served" and answer.record.served == f"tiny-dep@2.0.0/{path}"
 
 
-def test_unpkg_and_jsdelivr_entry_files_follow_their_package_json_fields(shim):
-    def location(url: str) -> str:
-        answer = shim.answer(url)
-        assert answer.status == 302, answer.record
-        return answer.headers["location"]
+def _served(shim: CdnShim, url: str) -> str:
+    answer = shim.answer(url)
+    assert answer.status == 200, answer.record
+    return answer.record.served
 
-    assert location("https://unpkg.com/tiny-greet") == "https://unpkg.com/tiny-greet@1.0.0/dist/greet.umd.js"
-    assert location("https://unpkg.com/tiny-greet?module") == "https://unpkg.com/tiny-greet@1.0.0/esm/index.js"
-    assert location("https://cdn.jsdelivr.net/npm/tiny-greet@1") == "https://cdn.jsdelivr.net/npm/tiny-greet@1.0.0/dist/greet.min.js"
-    assert location("https://unpkg.com/tiny-dep@1.2.3") == "https://unpkg.com/tiny-dep@1.2.3/index.cjs"  # main
-    assert location("https://unpkg.com/three@0.160.0/build/three.module") == "https://unpkg.com/three@0.160.0/build/three.module.js"
-    assert location("https://unpkg.com/@tiny/scoped") == "https://unpkg.com/@tiny/scoped@0.1.0/lib/main.js"
+
+def test_unpkg_and_jsdelivr_entry_files_follow_their_package_json_fields(shim):
+    assert _served(shim, "https://unpkg.com/tiny-greet") == "tiny-greet@1.0.0/dist/greet.umd.js"
+    assert _served(shim, "https://unpkg.com/tiny-greet?module") == "tiny-greet@1.0.0/esm/index.js"
+    assert _served(shim, "https://cdn.jsdelivr.net/npm/tiny-greet@1") == "tiny-greet@1.0.0/dist/greet.min.js"
+    assert _served(shim, "https://unpkg.com/tiny-dep@1.2.3") == "tiny-dep@1.2.3/index.cjs"  # main
+    assert _served(shim, "https://unpkg.com/three@0.160.0/build/three.module") == "three@0.160.0/build/three.module.js"
+    assert _served(shim, "https://unpkg.com/@tiny/scoped") == "@tiny/scoped@0.1.0/lib/main.js"
+
+
+def test_no_redirects_the_file_is_served_at_the_url_asked_for(shim):
+    """A 302 fulfilled by the gate is followed by Chromium outside the gate, so there are none."""
+    answer = shim.answer("https://unpkg.com/tiny-greet?module")
+    assert answer.status == 200 and "location" not in answer.headers
+    # The entry file moved (esm/index.js served at the package's URL): its relative imports follow it.
+    assert 'from "https://unpkg.com/tiny-greet@1.0.0/esm/extra.js"' in answer.body.decode()
+    assert 'from "tiny-dep"' in answer.body.decode()  # unpkg serves files raw: bare imports stay
 
 
 def test_esm_cdns_use_exports_and_rewrite_bare_imports(shim):
-    answer = shim.answer("https://esm.sh/tiny-greet@1")
-    assert answer.status == 302 and answer.headers["location"] == "https://esm.sh/tiny-greet@1.0.0/esm/index.js"
-    module = shim.answer(answer.headers["location"])
+    module = shim.answer("https://esm.sh/tiny-greet@1.0.0/esm/index.js")
     text = module.body.decode()
     assert 'from "/tiny-dep@^1.2.0"' in text  # the dependency's range from package.json, on the same CDN
-    assert 'from "./extra.js"' in text  # relative imports untouched
+    assert 'from "./extra.js"' in text  # relative imports untouched where the file is at its own URL
     assert module.record.detail == "bare imports rewritten to this CDN"
-    assert shim.answer("https://esm.sh/tiny-greet@1.0.0/extra").headers["location"] == "https://esm.sh/tiny-greet@1.0.0/esm/extra.js"
-    assert shim.answer("https://cdn.skypack.dev/tiny-greet@1.0.0/parts/wave").headers["location"] == "https://cdn.skypack.dev/tiny-greet@1.0.0/esm/parts/wave.js"
-    dep = shim.answer("https://esm.sh/tiny-dep@^1.2.0")
-    assert dep.headers["location"] == "https://esm.sh/tiny-dep@1.3.0/index.js"  # `module` before `main`
+    entry = shim.answer("https://esm.sh/tiny-greet@1")
+    assert entry.record.served == "tiny-greet@1.0.0/esm/index.js"  # exports ".", import condition
+    assert 'from "https://esm.sh/tiny-greet@1.0.0/esm/extra.js"' in entry.body.decode()
+    assert _served(shim, "https://esm.sh/tiny-greet@1.0.0/extra") == "tiny-greet@1.0.0/esm/extra.js"
+    assert _served(shim, "https://cdn.skypack.dev/tiny-greet@1.0.0/parts/wave") == "tiny-greet@1.0.0/esm/parts/wave.js"
+    assert _served(shim, "https://esm.sh/tiny-dep@^1.2.0") == "tiny-dep@1.3.0/index.js"  # `module` before `main`
     plus = shim.answer("https://cdn.jsdelivr.net/npm/tiny-greet@1.0.0/+esm")
     assert plus.status == 200 and 'from "/npm/tiny-dep@^1.2.0"' in plus.body.decode()
 
@@ -241,7 +250,7 @@ def test_missing_files_and_packages_are_404_like_the_cdn(shim):
     unknown = shim.answer("https://unpkg.com/no-such-package-here@1/index.js")
     assert unknown.status == 404 and "does not exist" in unknown.record.detail
     escape = shim.answer("https://unpkg.com/tiny-dep@2.0.0/../../../etc/passwd")
-    assert escape.status in (404, 302) and b"root:" not in escape.body
+    assert escape.status == 404 and b"root:" not in escape.body
 
 
 def test_google_fonts_get_local_fallback_css(shim):
@@ -273,3 +282,89 @@ def test_cdn_prefetch_of_an_unknown_package_is_one_line_error(registry, tmp_path
     result = CliRunner().invoke(app, ["cdn-prefetch", "no-such-package-here", "--cache", str(tmp_path), "--registry", registry.url])
     assert result.exit_code != 0
     assert isinstance(result.exception, PackageNotFound)
+
+
+# -- in the browser ------------------------------------------------------------------------------
+
+PAGE = (DATA / "pages" / "three.html").read_text()
+
+THREE_SCRIPT = """
+steps:
+  - goto: /
+    expect: [{visible: canvas}, {no_console_errors: true}, {no_failed_requests: true}]
+  - wait: 1000
+    expect: [{animates: canvas}]
+  - click: "#recolor"
+    expect: [{text: {selector: "#status", equals: "red"}}, {changes: canvas}]
+"""
+
+
+def _page(tmp_path: Path, cdn: str, version: str = "0.160.0", broken_import: str = "", handler_on: str = "#recolor") -> Path:
+    app = tmp_path / "app"
+    app.mkdir()
+    html = PAGE.replace("{{CDN}}", cdn).replace("{{VERSION}}", version).replace("{{BROKEN_IMPORT}}", broken_import).replace("{{HANDLER_ON}}", handler_on)
+    (app / "index.html").write_text(html)
+    return app
+
+
+def _verify(web, app: Path, shim: CdnShim, out: Path):
+    from envfarm.verifiers.web.script import load_script
+    from envfarm.verifiers.web.verifier import verify_web_async
+
+    reward = web.run(verify_web_async(web.host, app, load_script(THREE_SCRIPT), out, cdn=shim))
+    return reward, json.loads((out / "report.json").read_text())
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("cdn, version", [("https://unpkg.com/", "0.160.0"), ("https://cdn.jsdelivr.net/npm/", "^0.160")])
+def test_three_importmap_page_passes_offline(web, shim, tmp_path, cdn, version):
+    """Real three.js 0.160.0 (build/three.module.js and OrbitControls.js, unchanged, in a cut-down
+    fixture tarball with the package's own layout) through an importmap, from a fake registry."""
+    reward, report = _verify(web, _page(tmp_path, cdn, version), shim, tmp_path / "out")
+    assert reward.passed, reward.details["failed_checks"]
+    served = {r["served"] for r in report["cdn"]["shimmed"] if r["outcome"] == "served"}
+    assert {"three@0.160.0/build/three.module.js", "three@0.160.0/examples/jsm/controls/OrbitControls.js"} <= served
+    assert any(r["outcome"] == "font_fallback" for r in report["cdn"]["shimmed"])
+    assert report["cdn"]["blocked"] == [] and report["session"]["blocked_requests"] == []
+    if version != "0.160.0":
+        assert any(r["detail"] == f"{version} resolved to 0.160.0" for r in report["cdn"]["shimmed"])
+
+
+@pytest.mark.browser
+def test_three_page_importing_a_missing_export_fails(web, shim, tmp_path):
+    app = _page(tmp_path, "https://unpkg.com/", broken_import='import { OrbitSpinner } from "three";')
+    reward, report = _verify(web, app, shim, tmp_path / "out")
+    assert not reward.passed
+    failed = " | ".join(reward.details["failed_checks"])
+    assert "visible canvas" in failed and "OrbitSpinner" in failed
+
+
+@pytest.mark.browser
+def test_three_page_with_the_handler_on_the_wrong_element_fails(web, shim, tmp_path):
+    reward, _ = _verify(web, _page(tmp_path, "https://unpkg.com/", handler_on="#status"), shim, tmp_path / "out")
+    assert not reward.passed
+    failed = reward.details["failed_checks"]
+    assert any(f.startswith("text #status") for f in failed), failed
+    assert reward.details["scores"]["executability"] == 1.0
+
+
+@pytest.mark.browser
+def test_requests_the_shim_cannot_serve_stay_blocked_and_are_recorded(web, tmp_path):
+    from envfarm.verifiers.web.script import load_script
+    from envfarm.verifiers.web.verifier import verify_web_async
+
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "index.html").write_text(
+        '<!doctype html><link rel="icon" href="data:,"><h1>hi</h1>'
+        '<script src="https://example.com/tracker.js"></script>'
+        '<script src="https://unpkg.com/tiny-dep@1/index.cjs"></script>'
+    )
+    offline = CdnShim(NpmCache(tmp_path / "cdn", DEAD_REGISTRY))
+    reward = web.run(verify_web_async(web.host, app, load_script({"steps": [{"goto": "/"}]}), tmp_path / "out", cdn=offline))
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    blocked = report["session"]["blocked_requests"]
+    assert "https://example.com/tracker.js" in blocked and "https://unpkg.com/tiny-dep@1/index.cjs" in blocked
+    [cdn_blocked] = report["cdn"]["blocked"]
+    assert cdn_blocked["url"] == "https://unpkg.com/tiny-dep@1/index.cjs" and "unreachable" in cdn_blocked["detail"]
+    assert reward.details["cdn_blocked"][0].startswith("https://unpkg.com/tiny-dep@1/index.cjs: ")

@@ -21,6 +21,12 @@ from playwright.async_api import Browser, Playwright, async_playwright
 
 from envfarm.errors import EnvfarmError
 
+# Everything not on loopback goes to a proxy that is not there. The request gate (runner.py) sees only
+# the first hop of a redirect: Chromium follows a 3xx, from the app's server or from a fulfilled answer,
+# without passing the gate again, so a redirect off the machine would otherwise reach it. Loopback is
+# exempt by Chromium's implicit bypass rules, so the app's own origin still loads.
+PROXY_FLAG = "--proxy-server=http://127.0.0.1:9"
+
 CHROMIUM_FLAGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -31,6 +37,7 @@ CHROMIUM_FLAGS = [
     "--no-first-run",
     "--disable-extensions",
     "--mute-audio",
+    PROXY_FLAG,
 ]
 
 

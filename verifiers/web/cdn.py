@@ -12,11 +12,14 @@ The browser's request gate (runner.py) hands every request that is not to the ap
 
 Each CDN's conventions, as far as this shim follows them:
 - unpkg and jsDelivr serve the package's files as published. A range or tag (`three@^0.160`, `three`)
-  or a path without extension (`/build/three.module`) is answered with a 302 to the exact URL
-  (`three@0.160.1/build/three.module.js`), as both CDNs do, so relative imports inside ES modules
-  resolve against the real file. With no path: unpkg uses package.json `unpkg`, then `main` (`?module`:
-  `module` first); jsDelivr uses `jsdelivr`, then `browser` (a string), then `main`; both fall back to
-  index.js.
+  or a path without extension (`/build/three.module`) is resolved to the exact file. Where the CDNs
+  answer with a 302 to the exact URL, the shim answers with the file itself at the URL asked for: a
+  redirect fulfilled by the request gate is followed by Chromium without passing the gate again (it
+  went to the network, seen with Playwright 1.65), which would break the rule that nothing outside is
+  reachable. So that relative imports inside an ES module still reach the right files when the path
+  changed (an entry file picked from package.json), they are rewritten to the exact URL. With no
+  path: unpkg uses package.json `unpkg`, then `main` (`?module`: `module` first); jsDelivr uses
+  `jsdelivr`, then `browser` (a string), then `main`; both fall back to index.js.
 - esm.sh and Skypack build ES modules. The shim does not bundle or convert CommonJS: it serves the
   package's own ES module (package.json `exports` with browser/import/module/default conditions, then
   `module`, then `main`) and rewrites its bare imports (`from "three"`) to the same CDN at the range the
@@ -31,8 +34,9 @@ Each CDN's conventions, as far as this shim follows them:
   requested family to local system fonts (`local()` sources: DejaVu / Liberation), so text renders in a
   fallback face and no font file is fetched; the evidence says so.
 
-Every answer is recorded (CdnRecord): served, redirected, not found (the CDN would 404 too), or
-blocked because neither the registry nor the cache had the package.
+Every answer is recorded (CdnRecord): served (with the exact package@version/path), not found (the
+CDN would 404 too), a font fallback, or blocked because neither the registry nor the cache had the
+package.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urljoin, urlsplit
 
 from envfarm.errors import EnvfarmError
 from envfarm.verifiers.web.npm import NpmCache, PackageNotFound, RegistryUnavailable
@@ -140,7 +144,7 @@ def is_google_fonts(url: str) -> bool:
 class CdnRecord:
     url: str
     cdn: str
-    outcome: str  # served | redirect | not_found | blocked | font_fallback
+    outcome: str  # served | not_found | blocked | font_fallback
     served: str = ""  # name@version/path
     status: int = 0
     content_type: str = ""
@@ -242,6 +246,18 @@ def rewrite_bare_imports(source: str, package: dict[str, Any], base: str) -> str
     return _IMPORT.sub(repl, source)
 
 
+def rewrite_relative_imports(source: str, exact_url: str) -> str:
+    """`from "./x.js"` -> `from "<exact_url's folder>/x.js"`, for a file served at a URL other than its own."""
+
+    def repl(m: re.Match[str]) -> str:
+        spec = m.group(3)
+        if not spec.startswith(("./", "../")):
+            return m.group(0)
+        return f"{m.group(1)}{m.group(2)}{urljoin(exact_url, spec)}{m.group(2)}"
+
+    return _IMPORT.sub(repl, source)
+
+
 def google_fonts_css(url: str) -> str:
     """Local stand-ins for the families a Google Fonts CSS URL asks for."""
     query = parse_qs(urlsplit(url).query)
@@ -300,12 +316,6 @@ class CdnShim:
                 raise PackageNotFound(f"{ref.name}@{version} has no file {ref.path} (also looked under {', '.join(CDNJS_PREFIXES[1:])})", "check the file name in the cdnjs URL")
             return self._file(url, ref, version, root, path, package, esm=False)
         path = self._path(ref, root, package, esm)
-        exact = f"{ref.base}{ref.name}@{version}/{path}"
-        if ref.spec != version or ref.path != path or (ref.cdn == "jsdelivr" and ref.module):
-            if not (ref.cdn == "jsdelivr" and ref.module):  # /+esm keeps its URL: the answer is a module
-                served = f"{ref.name}@{version}/{path}"
-                rec = CdnRecord(url[:300], ref.cdn, "redirect", served, 302, "", f"-> {exact}")
-                return CdnAnswer(302, rec, b"", {"location": exact, "access-control-allow-origin": "*"})
         return self._file(url, ref, version, root, path, package, esm)
 
     def _path(self, ref: CdnRef, root: Path, package: dict[str, Any], esm: bool) -> str:
@@ -327,9 +337,16 @@ class CdnShim:
         body = (root / path).read_bytes()
         kind = content_type(path)
         served = f"{ref.name}@{version}/{path}"
-        detail = ""
-        if esm and kind.startswith("text/javascript"):
-            body = rewrite_bare_imports(body.decode("utf-8", errors="replace"), package, ref.base).encode()
-            detail = "bare imports rewritten to this CDN"
+        notes = [f"{ref.spec or 'no version'} resolved to {version}"] if ref.spec != version else []
+        if kind.startswith("text/javascript") and (esm or (ref.cdn != "cdnjs" and ref.path.strip("/") != path)):
+            text = body.decode("utf-8", errors="replace")
+            if ref.cdn != "cdnjs" and ref.path.strip("/") != path:
+                text = rewrite_relative_imports(text, f"{ref.base}{ref.name}@{version}/{path}")
+                notes.append(f"entry {path}: relative imports point at it")
+            if esm:
+                text = rewrite_bare_imports(text, package, ref.base)
+                notes.append("bare imports rewritten to this CDN")
+            body = text.encode()
+        detail = "; ".join(notes)
         rec = CdnRecord(url[:300], ref.cdn, "served", served, 200, kind, detail)
         return CdnAnswer(200, rec, body, _headers(kind, served))

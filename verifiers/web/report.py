@@ -31,18 +31,31 @@ def _thumb_uri(frame: np.ndarray, width: int = 320) -> str:
 
 def write_evidence(out_dir: Path, record: SessionRecord, script: InteractionScript, frames: Frames | None, scores: Scores, details: dict[str, Any]) -> dict[str, Any]:
     keyframes: list[str] = []
+    taken: list[dict[str, Any]] = []  # when and how each keyframe was taken, for whoever reads them
     tiles: list[tuple[str, np.ndarray, list]] = []
-    if frames is not None and len(frames):
-        kf = out_dir / "keyframes"
-        for rec in record.steps:
-            frame = frames.at(rec.ended_s + 0.15)
-            keyframes.append(str(save_png(frame, kf / f"step-{rec.index:02d}.png")))
-            tiles.append((f"step {rec.index}: {rec.label} ({'ok' if rec.ok else 'FAILED'}) at {rec.ended_s:.2f}s", frame, [c for c in record.checks if c.step == rec.index]))
+    kf = out_dir / "keyframes"
+    have_video = frames is not None and len(frames) > 0
+    for rec in record.steps:
+        # The screenshot the runner took once the step had settled; the video frame only when there is none.
+        if rec.keyframe and Path(rec.keyframe).is_file():
+            frame = np.asarray(Image.open(rec.keyframe).convert("RGB"))
+            path, source, when = rec.keyframe, "screenshot after the step settled", rec.keyframe_s
+        elif have_video:
+            when = rec.ended_s + 0.15
+            frame = frames.at(when)
+            path, source = str(save_png(frame, kf / f"step-{rec.index:02d}.png")), "video frame (no screenshot could be taken)"
+        else:
+            continue
+        keyframes.append(path)
+        taken.append({"path": path, "step": rec.index, "t_s": when, "source": source, "settled": rec.settled})
+        tiles.append((f"step {rec.index}: {rec.label} ({'ok' if rec.ok else 'FAILED'}) at {when:.2f}s", frame, [c for c in record.checks if c.step == rec.index]))
+    if have_video:
         period = 1.0 / script.frame_rate
         # From just after the black sync flash (see runner.py), which would only confuse a reader.
         times = np.arange(record.sync_s + 0.3, float(frames.times[-1]) + 1e-9, period)[:MAX_PERIODIC]
         for t in times:
             keyframes.append(str(save_png(frames.at(float(t)), kf / f"t-{t:06.2f}.png")))
+            taken.append({"path": keyframes[-1], "step": None, "t_s": round(float(t), 3), "source": "video frame at a fixed rate"})
         periodic = [(f"t = {t:.2f}s", frames.at(float(t))) for t in times]
     else:
         periodic = []
@@ -52,6 +65,9 @@ def write_evidence(out_dir: Path, record: SessionRecord, script: InteractionScri
         "session": record.to_dict(),
         "details": details,
         "keyframes": keyframes,
+        "keyframe_times": taken,
+        "cdn": {"shimmed": [r for r in record.cdn_requests if r["outcome"] != "blocked"],
+                "blocked": [r for r in record.cdn_requests if r["outcome"] == "blocked"]},
     }
     (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=str))
     (out_dir / "report.html").write_text(render_html(report, tiles, periodic))
@@ -93,7 +109,7 @@ tr.fail td {{ background: #fdd; }} tr.pass td {{ background: #efe; }}
 </style></head><body>
 <div class="verdict">{verdict}</div>
 <p>origin {html.escape(session['origin'])} &middot; {session['duration_s']:.2f}s &middot; executability {s['executability']:.2f} &middot; functional {s['functional']:.2f} &middot; visual {s['visual']:.2f} &middot; reward {1.0 if report['passed'] else s['value']:.2f}</p>
-<p>console errors: {html.escape('; '.join(session['console_errors'] + session['page_errors'])[:500] or 'none')} &middot; blocked requests: {len(session['blocked_requests'])} &middot; failed requests: {len(session['failed_requests'])}</p>
+<p>console errors: {html.escape('; '.join(session['console_errors'] + session['page_errors'])[:500] or 'none')} &middot; blocked requests: {len(session['blocked_requests'])} &middot; CDN requests served offline: {len(report['cdn']['shimmed'])} &middot; failed requests: {len(session['failed_requests'])}</p>
 <h2>All checks</h2><table><tr><td></td><td>check</td><td>detail</td><td>from</td><td>axis</td></tr>{_check_rows(all_checks)}</table>
 <h2>Steps</h2>{''.join(step_blocks) or '<p>no frames recorded</p>'}
 <h2>Frames at a fixed rate</h2><div class="strip">{strip}</div>

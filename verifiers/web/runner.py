@@ -2,9 +2,13 @@
 
 Everything the page does that matters is written down as it happens (console errors, uncaught
 exceptions, failed and blocked requests, step timings, the boxes of the regions visual checks will
-look at); the visual checks themselves run afterwards on the video (see checks.py). Every request
-not to the app's origin is aborted. The context is always closed; if closing hangs (a renderer stuck
-in an infinite loop), the caller's host kills the browser.
+look at); the visual checks themselves run afterwards on the video (see checks.py). A request not
+to the app's origin is answered by the offline CDN shim (cdn.py) when it is a CDN URL the shim can
+serve, and aborted otherwise; both are recorded. Each step's keyframe is a screenshot taken once the
+step's effect has settled (scrolling stopped, no request in flight, two animation frames painted, each
+wait bounded), because a video frame picked by time can still show the page from before the step. The
+context is always closed; if closing hangs (a renderer stuck in an infinite loop), the caller's host
+kills the browser.
 """
 
 from __future__ import annotations
@@ -21,12 +25,14 @@ from playwright.async_api import BrowserContext, Page, Route
 from playwright.async_api import Error as PlaywrightError
 
 from envfarm.verifiers.web.browser import BrowserHost
+from envfarm.verifiers.web.cdn import CdnShim
 from envfarm.verifiers.web.script import Expectation, InteractionScript, Step
 
 PAGE_REGION = "page"
 
 
 CHANGE_WINDOW_MS = 600
+SETTLE_BOUND_MS = 2000  # longest wait for a step's effect to settle before its keyframe is taken
 
 @dataclass
 class CheckResult:
@@ -48,6 +54,9 @@ class StepRecord:
     error: str = ""
     boxes: dict[str, list[int] | None] = field(default_factory=dict)  # region -> x, y, w, h at step end
     window_end_s: float = 0.0
+    settled: dict[str, bool] = field(default_factory=dict)  # scroll / network / frames: settled within the bound
+    keyframe: str = ""  # screenshot taken after the step settled ("" when none could be taken)
+    keyframe_s: float | None = None  # when that screenshot was taken, on the session clock
 
 
 @dataclass
@@ -59,6 +68,7 @@ class SessionRecord:
     page_errors: list[str] = field(default_factory=list)
     failed_requests: list[str] = field(default_factory=list)
     blocked_requests: list[str] = field(default_factory=list)
+    cdn_requests: list[dict[str, Any]] = field(default_factory=list)  # every CDN request and what the shim did
     overflow: dict[str, int] = field(default_factory=dict)
     video: str = ""
     sync_s: float = 0.0  # our clock when the sync flash was painted
@@ -140,20 +150,75 @@ async def _dom_check(page: Page, exp: Expectation, record: SessionRecord, index:
     raise AssertionError(f"unhandled expectation {kind}")
 
 
-async def _run_steps(page: Page, script: InteractionScript, record: SessionRecord, t0: float) -> None:
+_SCROLL_STILL_JS = """(bound) => new Promise((resolve) => {
+  const t0 = performance.now();
+  const pos = () => { const e = document.scrollingElement || document.documentElement; return `${scrollX},${scrollY},${e ? e.scrollTop : 0},${e ? e.scrollLeft : 0}`; };
+  let last = pos(), still = 0;
+  const tick = () => {
+    const now = pos();
+    still = now === last ? still + 1 : 0;
+    last = now;
+    if (still >= 3) return resolve(true);
+    if (performance.now() - t0 > bound) return resolve(false);
+    requestAnimationFrame(tick);
+  };
+  requestAnimationFrame(tick);
+})"""
+_TWO_FRAMES_JS = "() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(() => r(true))))"
+
+
+async def _settle(page: Page, in_flight: set[Any], bound_ms: int) -> dict[str, bool]:
+    """Wait, each part bounded, until the step's effect has settled: the scroll position is unchanged
+    for three animation frames, no request is in flight, and two more frames have been painted."""
+    out: dict[str, bool] = {}
+    deadline = time.monotonic() + bound_ms / 1000
+    try:
+        out["scroll"] = bool(await asyncio.wait_for(page.evaluate(_SCROLL_STILL_JS, bound_ms), timeout=bound_ms / 1000 + 0.5))
+    except (PlaywrightError, asyncio.TimeoutError):
+        out["scroll"] = False
+    while in_flight and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    out["network"] = not in_flight
+    try:
+        remaining = max(0.2, deadline - time.monotonic())
+        out["frames"] = bool(await asyncio.wait_for(page.evaluate(_TWO_FRAMES_JS), timeout=remaining))
+    except (PlaywrightError, asyncio.TimeoutError):
+        out["frames"] = False
+    return out
+
+
+async def _keyframe(page: Page, rec: StepRecord, keyframes: Path | None, t0: float, bound_ms: int) -> None:
+    if keyframes is None:
+        return
+    path = keyframes / f"step-{rec.index:02d}.png"
+    taken = time.monotonic() - t0
+    try:
+        await asyncio.wait_for(page.screenshot(path=str(path), timeout=bound_ms), timeout=bound_ms / 1000 + 1)
+    except (PlaywrightError, asyncio.TimeoutError):
+        return  # the report falls back to the video frame, and says so
+    rec.keyframe, rec.keyframe_s = str(path), round(taken, 3)
+
+
+async def _run_steps(page: Page, script: InteractionScript, record: SessionRecord, t0: float,
+                     in_flight: set[Any] | None = None, keyframes: Path | None = None) -> None:
     timeout_ms = script.step_timeout_ms
+    in_flight = in_flight if in_flight is not None else set()
+    bound_ms = min(timeout_ms, SETTLE_BOUND_MS)
     for index, step in enumerate(script.steps):
         rec = StepRecord(index=index, label=step.label, started_s=time.monotonic() - t0)
         record.steps.append(rec)
         try:
             await asyncio.wait_for(_act(page, step, record.origin, timeout_ms), timeout=timeout_ms / 1000 + 1)
             await page.wait_for_timeout(step.settle_ms)
+            rec.settled = await _settle(page, in_flight, bound_ms)
         except (PlaywrightError, asyncio.TimeoutError) as exc:
             rec.ok, rec.error = False, (str(exc).splitlines() or [type(exc).__name__])[0][:300]
             rec.ended_s = rec.window_end_s = time.monotonic() - t0
+            await _keyframe(page, rec, keyframes, t0, min(bound_ms, 1000))
             record.checks.append(CheckResult(f"step {index}: {step.label}", False, rec.error, index, "session", "executability"))
             return  # the page is not in the state later steps assume
         rec.ended_s = time.monotonic() - t0
+        await _keyframe(page, rec, keyframes, t0, bound_ms)
         regions = {e.changes or e.animates or e.still for e in step.expect if e.visual}
         for region in sorted(regions):
             rec.boxes[region] = await _box(page, region, timeout_ms)
@@ -176,24 +241,37 @@ async def _overflow(page: Page) -> dict[str, int]:
     )
 
 
-async def run_session(host: BrowserHost, origin: str, script: InteractionScript, out_dir: Path) -> SessionRecord:
-    """Run `script` against the app at `origin`; the video lands in out_dir/session.webm."""
+async def run_session(host: BrowserHost, origin: str, script: InteractionScript, out_dir: Path, cdn: CdnShim | None = None) -> SessionRecord:
+    """Run `script` against the app at `origin`; the video lands in out_dir/session.webm, step keyframes
+    in out_dir/keyframes. With `cdn`, CDN requests are answered from its cache instead of blocked."""
     out_dir.mkdir(parents=True, exist_ok=True)
     record = SessionRecord(origin=origin)
     video_dir = out_dir / ".video"
+    keyframes = out_dir / "keyframes"
+    keyframes.mkdir(parents=True, exist_ok=True)
     context: BrowserContext | None = None
+    in_flight: set[Any] = set()
     t0 = time.monotonic()
 
     async def gate(route: Route) -> None:
         url = route.request.url
         if url == origin or url.startswith(origin + "/"):
             await route.continue_()
-        else:
-            record.blocked_requests.append(url[:200])
-            await route.abort("blockedbyclient")
+            return
+        answer = await asyncio.to_thread(cdn.answer, url) if cdn is not None and cdn.handles(url) else None
+        if answer is not None:
+            record.cdn_requests.append(answer.record.to_dict())
+            if answer.status:
+                await route.fulfill(status=answer.status, headers=answer.headers, body=answer.body)
+                return
+        record.blocked_requests.append(url[:200])
+        await route.abort("blockedbyclient")
 
     def request_failed(req: Any) -> None:
-        if req.url[:200] not in record.blocked_requests:
+        if "ERR_PROXY_CONNECTION_FAILED" in str(req.failure):
+            # A redirect that left the gate (see browser.py's proxy flag): blocked all the same.
+            record.blocked_requests.append(req.url[:200])
+        elif req.url[:200] not in record.blocked_requests:
             record.failed_requests.append(f"{req.url[:200]} ({req.failure})")
 
     try:
@@ -212,8 +290,11 @@ async def run_session(host: BrowserHost, origin: str, script: InteractionScript,
         page.on("console", lambda msg: record.console_errors.append(msg.text[:300]) if msg.type == "error" else None)
         page.on("pageerror", lambda exc: record.page_errors.append(str(exc)[:300]))
         page.on("requestfailed", request_failed)
+        page.on("request", lambda req: (in_flight.add(req), in_flight.discard(req.redirected_from)))
+        page.on("requestfinished", lambda req: in_flight.discard(req))
+        page.on("requestfailed", lambda req: in_flight.discard(req))
         page.on("response", lambda resp: record.failed_requests.append(f"{resp.url[:200]} (HTTP {resp.status})") if resp.status >= 400 else None)
-        await asyncio.wait_for(_run_steps(page, script, record, t0), timeout=script.session_timeout_s)
+        await asyncio.wait_for(_run_steps(page, script, record, t0, in_flight, keyframes), timeout=script.session_timeout_s)
         if script.check_overflow and record.steps and all(s.ok for s in record.steps):
             record.overflow = await asyncio.wait_for(_overflow(page), timeout=script.step_timeout_ms / 1000)
     except asyncio.TimeoutError:

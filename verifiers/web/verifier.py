@@ -20,6 +20,7 @@ from envfarm.sandbox.protocol import Sandbox
 from envfarm.task import TaskSpec
 from envfarm.verifiers.reward import Reward
 from envfarm.verifiers.web.browser import BrowserHost, BrowserLimits
+from envfarm.verifiers.web.cdn import CdnShim
 from envfarm.verifiers.web.checks import score, session_checks, visual_checks
 from envfarm.verifiers.web.judge import JudgeClient
 from envfarm.verifiers.web.report import write_evidence
@@ -54,14 +55,16 @@ async def verify_web_async(
     out_dir: Path,
     judge: JudgeClient | None = None,
     judge_weight: float = 0.0,
+    cdn: CdnShim | None = None,
 ) -> Reward:
     """Verify one app. With a judge, its mean score is blended in with `judge_weight` (0 keeps the
-    deterministic reward and only records the judge's verdict); `passed` stays deterministic."""
+    deterministic reward and only records the judge's verdict); `passed` stays deterministic. CDN
+    requests are served by `cdn` (default: a shim on ENVFARM_HOME/cdn and ENVFARM_NPM_REGISTRY)."""
     start = time.monotonic()
     out_dir.mkdir(parents=True, exist_ok=True)
     await host.ensure_alive()
     with serve_app(app) as origin:
-        record = await run_session(host, origin, script, out_dir)
+        record = await run_session(host, origin, script, out_dir, cdn if cdn is not None else CdnShim())
     frames: Frames | None = None
     if record.video:
         frames = await asyncio.to_thread(decode, Path(record.video), ANALYSIS_FPS, (script.viewport["width"], script.viewport["height"]))
@@ -78,6 +81,8 @@ async def verify_web_async(
         "failed_checks": [f"{c.check}: {c.detail}" for c in checks if not c.passed],
         "checks": len(checks),
         "blocked_requests": record.blocked_requests[:20],
+        "cdn_shimmed": sum(r["outcome"] != "blocked" for r in record.cdn_requests),
+        "cdn_blocked": [f"{r['url']}: {r['detail']}" for r in record.cdn_requests if r["outcome"] == "blocked"][:20],
         "timed_out": record.timed_out,
         "browser_killed": record.browser_killed,
     }
@@ -97,7 +102,8 @@ class WebVerifier:
     """Synchronous façade: one browser per call unless a running `host` is shared by the caller."""
 
     def __init__(
-        self, limits: BrowserLimits | None = None, judge: JudgeClient | None = None, judge_weight: float = 0.0, evidence_root: Path | None = None
+        self, limits: BrowserLimits | None = None, judge: JudgeClient | None = None, judge_weight: float = 0.0, evidence_root: Path | None = None,
+        cdn: CdnShim | None = None,
     ) -> None:
         if not 0.0 <= judge_weight <= 1.0:
             raise EnvfarmError(f"judge_weight {judge_weight} is outside [0, 1]", "pass a weight between 0 (checks only) and 1 (judge only)")
@@ -105,6 +111,7 @@ class WebVerifier:
         self.judge = judge
         self.judge_weight = judge_weight
         self.evidence_root = evidence_root
+        self.cdn = cdn
 
     def verify_app(self, app: dict[str, Any] | Path | str, script: InteractionScript | dict | str | Path, out_dir: Path | None = None) -> Reward:
         script = script if isinstance(script, InteractionScript) else load_script(script)
@@ -112,7 +119,7 @@ class WebVerifier:
 
         async def main() -> Reward:
             async with BrowserHost(self.limits) as host:
-                return await verify_web_async(host, app, script, out_dir, self.judge, self.judge_weight)
+                return await verify_web_async(host, app, script, out_dir, self.judge, self.judge_weight, self.cdn)
 
         return asyncio.run(main())
 
