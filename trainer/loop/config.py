@@ -26,7 +26,8 @@ class PolicyCfg(_Strict):
     temperature: float = Field(1.0, ge=0)
     top_p: float = Field(1.0, gt=0, le=1)
     max_new_tokens: int = Field(12, ge=1, le=4096)
-    draft: Literal["mtp", "none"] = "mtp"
+    draft: Literal["mtp", "adaptive", "none"] = Field(
+        "mtp", description="mtp: every MTP head every step; adaptive: heads per step from measured costs and acceptance; none")
 
 
 class TasksCfg(_Strict):

@@ -51,7 +51,7 @@ class RolloutWorker:
         self.sandbox: Sandbox | None = None
         p = cfg.policy
         self.sampling = SamplingParams(max_new_tokens=p.max_new_tokens, temperature=p.temperature, top_p=p.top_p)
-        self.draft = None if p.draft == "none" else "mtp"
+        self.draft = None if p.draft == "none" else p.draft
 
     def pid(self) -> int:
         return os.getpid()

@@ -45,7 +45,7 @@ class Policy:
         eos = self.model.config.eos_token_id
         if eos not in sampling.stop_token_ids:
             sampling = dataclasses.replace(sampling, stop_token_ids=[*sampling.stop_token_ids, eos])
-        if draft == "mtp" and self.model.num_mtp == 0:
+        if draft in ("mtp", "adaptive") and self.model.num_mtp == 0:
             draft = None
         return self.backend.generate(self.encode(prompts), sampling, draft=draft, num_draft=num_draft)
 
