@@ -23,10 +23,14 @@ Each CDN's conventions, as far as this shim follows them:
 - esm.sh and Skypack build ES modules. The shim does not bundle or convert CommonJS: it serves the
   package's own ES module (package.json `exports` with browser/import/module/default conditions, then
   `module`, then `main`) and rewrites its bare imports (`from "three"`) to the same CDN at the range the
-  package's dependencies name (`/three@>=0.150`), as esm.sh does. Query options (`?bundle`, `?deps=`,
+  package's dependencies name (`/three@>=0.150`; a file importing its own package gets its own
+  version), as esm.sh does; a package URL whose file lies elsewhere (`esm.sh/three@0.160`) is answered,
+  like esm.sh, with a module that re-exports the exact file, so every range that resolves to one
+  version shares one module instance. Query options (`?bundle`, `?deps=`,
   `?target=`) are ignored. A CommonJS-only package served this way fails in the page, as it would with a
   CDN that serves files raw; the evidence records what was served.
-- jsDelivr's `/+esm` is treated as esm.sh treats a bare package URL.
+- jsDelivr's `/+esm` (after a package or a file) is treated as esm.sh treats the same URL, its bare
+  imports pointing at `/npm/DEP@RANGE/+esm`.
 - cdnjs names libraries its own way: LIB maps to the npm package of that name without a `.js` suffix
   (`three.js` -> three, `lodash.js` -> lodash), `rNNN` versions (three's old tags) to 0.NNN.0, and
   PATH is looked up as published, then under `build/`, `dist/`, `umd/`.
@@ -131,8 +135,8 @@ def parse_cdn_url(url: str) -> CdnRef | None:
         return None
     name, spec, file = m.group(1), m.group(2) or "", m.group(3) or ""
     module = "module" in query
-    if cdn == "jsdelivr" and file.rstrip("/") == "+esm":
-        file, module = "", True
+    if cdn == "jsdelivr" and (file.rstrip("/") == "+esm" or file.endswith("/+esm")):
+        file, module = file.rstrip("/")[: -len("+esm")].rstrip("/"), True
     return CdnRef(cdn, name, spec, file, base, module)
 
 
@@ -222,7 +226,7 @@ def _find_file(root: Path, path: str) -> str | None:
 _IMPORT = re.compile(r"""(\bfrom\s*|\bimport\s*\(\s*|\bimport\s+|\bexport\s*\*\s*from\s*)(["'])([^"'\n]+)\2""")
 
 
-def rewrite_bare_imports(source: str, package: dict[str, Any], base: str) -> str:
+def rewrite_bare_imports(source: str, package: dict[str, Any], base: str, suffix: str = "") -> str:
     """esm.sh's rewrite, by pattern: `from "dep/sub"` -> `from "/dep@RANGE/sub"` on the same CDN.
 
     Relative, absolute and URL specifiers are left alone. A pattern, not a parser: an import-like text
@@ -230,6 +234,8 @@ def rewrite_bare_imports(source: str, package: dict[str, Any], base: str) -> str
     ranges: dict[str, str] = {}
     for key in ("optionalDependencies", "peerDependencies", "dependencies"):
         ranges.update(package.get(key) or {})
+    if package.get("name") and package.get("version"):
+        ranges[package["name"]] = package["version"]  # a file importing its own package (three's addons do)
     prefix = urlsplit(base).path  # "/" for esm.sh and skypack
 
     def repl(m: re.Match[str]) -> str:
@@ -240,7 +246,7 @@ def rewrite_bare_imports(source: str, package: dict[str, Any], base: str) -> str
         name = "/".join(pieces[:2]) if spec.startswith("@") else pieces[0]
         sub = spec[len(name) :]
         rng = ranges.get(name, "")
-        target = f"{prefix}{name}@{quote(rng, safe='^~<>=|*. ') if rng else 'latest'}{sub}"
+        target = f"{prefix}{name}@{quote(rng, safe='^~<>=|*. ') if rng else 'latest'}{sub}{suffix}"
         return f"{m.group(1)}{m.group(2)}{target}{m.group(2)}"
 
     return _IMPORT.sub(repl, source)
@@ -338,13 +344,25 @@ class CdnShim:
         kind = content_type(path)
         served = f"{ref.name}@{version}/{path}"
         notes = [f"{ref.spec or 'no version'} resolved to {version}"] if ref.spec != version else []
-        if kind.startswith("text/javascript") and (esm or (ref.cdn != "cdnjs" and ref.path.strip("/") != path)):
+        moved = ref.cdn != "cdnjs" and ref.path.strip("/") != path
+        if esm and moved and kind.startswith("text/javascript"):
+            # esm.sh's own answer for a package URL: a module re-exporting the exact file, so every
+            # range or tag that resolves to one version shares one module instance (one three.js).
+            exact = f"{ref.base}{ref.name}@{version}/{path}{'/+esm' if ref.cdn == 'jsdelivr' else ''}"
             text = body.decode("utf-8", errors="replace")
-            if ref.cdn != "cdnjs" and ref.path.strip("/") != path:
+            stub = f'export * from "{exact}";\n'
+            if re.search(r"\bexport\s+default\b|\bas\s+default\b", text):
+                stub += f'export {{ default }} from "{exact}";\n'
+            notes.append(f"entry stub re-exporting {exact}")
+            rec = CdnRecord(url[:300], ref.cdn, "served", served, 200, kind, "; ".join(notes))
+            return CdnAnswer(200, rec, stub.encode(), _headers(kind, served))
+        if kind.startswith("text/javascript") and (esm or moved):
+            text = body.decode("utf-8", errors="replace")
+            if moved:
                 text = rewrite_relative_imports(text, f"{ref.base}{ref.name}@{version}/{path}")
                 notes.append(f"entry {path}: relative imports point at it")
             if esm:
-                text = rewrite_bare_imports(text, package, ref.base)
+                text = rewrite_bare_imports(text, package, ref.base, "/+esm" if ref.cdn == "jsdelivr" else "")
                 notes.append("bare imports rewritten to this CDN")
             body = text.encode()
         detail = "; ".join(notes)
