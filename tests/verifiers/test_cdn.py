@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -173,6 +174,21 @@ def test_prefetched_cache_serves_with_no_registry(registry, tmp_path):
     answer = offline.answer("https://unpkg.com/tiny-dep@^1.2.0/index.js")
     assert answer.status == 200 and b"tiny-dep 1.3.0" in answer.body
     assert answer.record.served == "tiny-dep@1.3.0/index.js" and answer.record.detail == "^1.2.0 resolved to 1.3.0"
+
+
+def test_offline_mode_reads_the_cache_alone(registry, tmp_path, monkeypatch):
+    NpmCache(tmp_path, registry.url).prefetch("tiny-dep", "1.3.0")
+    os.utime(tmp_path / "meta" / "tiny-dep.json", (0, 0))  # stale: online, the registry would be asked
+    monkeypatch.setenv("ENVFARM_NPM_REGISTRY", "off")
+    offline = NpmCache(tmp_path)
+    hits = len(registry.hits)
+    assert offline.offline and offline.resolve("tiny-dep", "^1") == "1.3.0"
+    assert (offline.package_dir("tiny-dep", "1.3.0") / "index.js").is_file()
+    with pytest.raises(RegistryUnavailable, match="not in the offline CDN cache"):
+        offline.package_dir("tiny-dep", "1.2.3")  # metadata known, tarball never fetched
+    with pytest.raises(RegistryUnavailable, match="not in the offline CDN cache"):
+        offline.resolve("three")
+    assert len(registry.hits) == hits
 
 
 def test_no_registry_and_no_cache_is_blocked_and_says_why(tmp_path):

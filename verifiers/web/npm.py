@@ -14,6 +14,9 @@ without it is filled beforehand with `envfarm verify cdn-prefetch`). Layout unde
 Versions resolve as the CDNs resolve them: a dist-tag (`latest`, `next`), an exact version, or an npm
 range read by npm's rules (`^0.160.0` is >=0.160.0 <0.161.0; PEP 440 reads carets not at all) through
 `node-semver`, a port of npm's own resolver; the highest satisfying version wins.
+
+ENVFARM_NPM_REGISTRY=off never asks a registry (an air-gapped cluster with a prefetched cache, where a
+connection attempt could hang until its timeout): the stored metadata and tarballs are all there is.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import nodesemver
 from envfarm.errors import EnvfarmError
 
 DEFAULT_REGISTRY = "https://registry.npmjs.org"
+OFFLINE = ("off", "none", "offline")  # ENVFARM_NPM_REGISTRY values that mean: the cache alone
 ABBREVIATED = "application/vnd.npm.install-v1+json; q=1.0, application/json; q=0.8"
 META_FRESH_S = 600.0  # stored metadata younger than this is used without asking the registry
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")  # the host's bundle: the registry sits behind a TLS proxy
@@ -79,6 +83,7 @@ class NpmCache:
     def __init__(self, root: Path | None = None, registry: str | None = None, client: httpx.Client | None = None) -> None:
         self.root = Path(root) if root is not None else _cache_root()
         self.registry = (registry or os.environ.get("ENVFARM_NPM_REGISTRY") or DEFAULT_REGISTRY).rstrip("/")
+        self.offline = self.registry.lower() in OFFLINE
         self._client = client
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
@@ -103,9 +108,11 @@ class NpmCache:
         path = self.root / "meta" / f"{quote(name, safe='@')}.json"
         with self._lock("meta:" + name):
             stored = json.loads(path.read_text()) if path.is_file() else None
-            if stored is not None and time.time() - path.stat().st_mtime < META_FRESH_S:
+            if stored is not None and (self.offline or time.time() - path.stat().st_mtime < META_FRESH_S):
                 self._meta[name] = stored
                 return stored
+            if self.offline:
+                raise RegistryUnavailable(f"{name} is not in the offline CDN cache {self.root}", "run `envfarm verify cdn-prefetch` for it where the registry is reachable, and copy the cache over")
             url = f"{self.registry}/{quote(name, safe='@')}"
             try:
                 resp = self.client.get(url, headers={"Accept": ABBREVIATED})
@@ -170,6 +177,8 @@ class NpmCache:
         return files
 
     def _download(self, url: str, dest: Path, algo: str, digest: str, what: str) -> None:
+        if self.offline:
+            raise RegistryUnavailable(f"the tarball of {what} is not in the offline CDN cache {self.root}", "run `envfarm verify cdn-prefetch` for it where the registry is reachable")
         try:
             resp = self.client.get(url)
         except httpx.HTTPError as exc:
