@@ -15,7 +15,7 @@ CONFIG ?= trainer/configs/demo.yaml
 REPOS ?= tasks/examples/repos.txt
 
 
-.PHONY: setup demo demo-core test test-fast bench bench-sandbox bench-mine bench-fleet bench-verify bench-rollout bench-train bench-integrity \
+.PHONY: setup demo demo-core test test-fast bench bench-sandbox bench-mine bench-fleet bench-verify bench-rollout bench-train bench-integrity bench-swebench \
         mine train pretrain-tiny manifests doctor gc clean
 
 setup:  ## install system packages, the virtualenv, the Podman socket, PostgreSQL and the base image (idempotent)
@@ -39,7 +39,7 @@ doctor:
 gc:
 	$(PYRUN) -m envfarm.cli gc
 
-bench: bench-sandbox bench-mine bench-fleet bench-verify bench-rollout bench-train
+bench: bench-sandbox bench-mine bench-fleet bench-verify bench-rollout bench-train bench-integrity bench-swebench
 
 bench-sandbox: setup
 	$(PY) -m bench.sandbox
@@ -59,7 +59,10 @@ bench-rollout: setup
 bench-train: setup
 	$(PY) -m bench.train
 
-bench-integrity: setup  ## containment probes (forkbomb, escapes, starvation, log, disk) -> bench/results/integrity.json
+bench-swebench: setup  ## agreement with the SWE-bench harness on real harness logs, grading MB/s, import rows/s
+	$(PY) -m bench.swebench
+
+bench-integrity: setup  ## containment probes, the red-team suite, the stream kill and concurrent writers -> bench/results/integrity.json
 	$(PY) -m bench.integrity
 
 mine: setup  ## mine tasks from the repositories listed in REPOS (one owner/name per line)

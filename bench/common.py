@@ -77,19 +77,12 @@ def machine_load() -> dict[str, Any]:
     return {"loadavg_1m_5m_15m": [round(x, 2) for x in os.getloadavg()], "busiest_processes": busiest_processes()}
 
 
-def machine_notes(extra: str = "", load_at_start: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Machine facts for a results file. Given `machine_load()` taken at the start, the load is recorded
-    as measured at both ends (sampled CPU use); without it, as before: `ps`'s lifetime averages at the end."""
-    notes: dict[str, Any] = {"cpus": os.cpu_count(), "python": platform.python_version()}
-    if load_at_start is not None:
-        notes.update(load_at_start=load_at_start, load_at_end=machine_load())
-    else:
-        top = subprocess.run(["ps", "-eo", "pcpu,comm", "--sort=-pcpu"], capture_output=True, text=True).stdout.splitlines()[1:6]
-        notes.update(loadavg_1m_5m_15m=[round(x, 2) for x in os.getloadavg()],
-                     busiest_processes_at_end=[line.strip() for line in top])
-    if extra:
-        notes["note"] = extra
-    return notes
+def machine_notes(load_at_start: dict[str, Any]) -> dict[str, Any]:
+    """Machine facts for a results file, with its load as measured: `load_at_start` is `machine_load()` taken
+    when the benchmark began, the end is measured now. Only measurements: what else ran shows in the busiest
+    processes, never in a sentence written ahead of time."""
+    return {"cpus": os.cpu_count(), "python": platform.python_version(), "load_at_start": load_at_start,
+            "load_at_end": machine_load()}
 
 
 def write_results(name: str, payload: dict[str, Any]) -> Path:

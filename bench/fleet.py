@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         "name": "fleet",
         "what": "discrete-event simulation driving the real FleetController reconcile, planner, expectations, "
                 "token bucket and backoff against a modelled API server and cluster (envfarm/testing/fleet_sim.py)",
-        "machine": machine_notes(load_at_start=load_at_start),
+        "machine": machine_notes(load_at_start),
         "changes": CHANGES,
         "controller_budget": {"qps": args.qps, "burst": args.burst, "max_in_flight": 128},
         "cluster_model": {k: (sorted(v) if isinstance(v, frozenset) else v) for k, v in vars(model).items()},

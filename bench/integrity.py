@@ -5,8 +5,12 @@ by writing a function and registering it. `--only NAME` reruns some sections and
 results. The machine's load (load average and busiest processes) is recorded as measured at the start and
 at the end of the run, because other work on the machine changes the timings (never the counts).
 
-containment (issue #13): forkbomb survivors after exec, detached survivors, cross-sandbox starvation,
-bytes reaching the engine's container log, and bytes a sandbox can write against its bound.
+containment: forkbomb survivors after exec, detached survivors, cross-sandbox starvation, bytes reaching the
+engine's container log, and bytes a sandbox can write against its bound.
+red_team (bench/integrity_redteam.py): every cheating patch of the red-team suite graded in a fresh sandbox:
+attempts, scored above 0, verifier errors, and the gold control.
+stream (bench/integrity_stream.py): the reward stream's actor killed between consume and commit (lost, handed
+out twice) and concurrent writers on SQLite and PostgreSQL (errors). Every target is 0.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ import threading
 import time
 from typing import Any, Callable
 
-from bench.common import RESULTS, machine_notes, write_results
+from bench import integrity_redteam, integrity_stream
+from bench.common import RESULTS, machine_load, machine_notes, write_results
 from envfarm.config import settings
 from envfarm.engine import connect
 from envfarm.sandbox.docker import DockerSandbox, SandboxLimits
@@ -160,7 +165,11 @@ def containment(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-SECTIONS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {"containment": containment}
+SECTIONS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
+    "containment": containment,
+    "red_team": lambda args: integrity_redteam.run(),
+    "stream": lambda args: integrity_stream.run(),
+}
 
 
 def main() -> None:
@@ -171,13 +180,11 @@ def main() -> None:
     path = RESULTS / "integrity.json"
     previous = json.loads(path.read_text()) if path.exists() else {}
     sections = dict(previous.get("sections", {}))
-    machine = {"at_start": machine_notes()}
     for name in args.only or list(SECTIONS):
-        started = time.monotonic()
-        sections[name] = {**SECTIONS[name](args), "wall_s": round(time.monotonic() - started, 1)}
+        load, started = machine_load(), time.monotonic()
+        sections[name] = {**SECTIONS[name](args), "wall_s": round(time.monotonic() - started, 1), "machine": machine_notes(load)}
         print(json.dumps({name: sections[name]}, indent=1)[:4000])
-    machine["at_end"] = machine_notes()
-    print(write_results("integrity", {"machine": machine, "sections": sections}))
+    print(write_results("integrity", {"sections": sections}))
 
 
 if __name__ == "__main__":

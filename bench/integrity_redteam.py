@@ -5,7 +5,8 @@ farm), verifier errors (a crashed grader is a lost rollout, or worse a retried o
 zeros carried a "tampering" reason; the gold patch is graded too, as the honest control (it must score
 1). Runs on the real engine; the machine's load is recorded at both ends.
 
-    python -m bench.integrity_redteam
+    make bench-integrity                      (every section, bench/results/integrity.json)
+    python -m bench.integrity --only red_team (this section alone; the others keep their last results)
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from bench.common import machine_load, machine_notes, write_results
 
 SUITE = Path(__file__).resolve().parents[1] / "tests" / "verifiers" / "test_redteam.py"
 
@@ -74,17 +74,8 @@ def run() -> dict[str, Any]:
     }
 
 
-def main() -> None:
-    os.environ.setdefault("DOCKER_HOST", "unix:///run/podman/podman.sock")
-    load = machine_load()
-    started = time.perf_counter()
-    result = run()
-    result["wall_s"] = round(time.perf_counter() - started, 1)
-    result["machine"] = machine_notes("shared 2-core machine; several engineers' jobs run beside this one", load_at_start=load)
-    path = write_results("integrity_redteam", result)
-    print(f"{result['attempts']} attacks: {result['scored_above_zero']} scored > 0, {result['verifier_errors']} verifier errors, "
-          f"{result['zero_with_tampering_reason']} zero with a tampering reason; gold {result['gold_control'].get('value')} -> {path}")
-
-
 if __name__ == "__main__":
+    from bench.integrity import main
+
+    sys.argv[1:] = ["--only", "red_team"]
     main()

@@ -5,19 +5,20 @@ Two probes, both on the real code paths:
   Ray restarts it from the ledger. Counted: rewards never handed out (lost), hand-outs beyond the first
   (twice), and hand-outs of a reward already committed (the ledger's promise: must be 0). Two consumers:
   one that commits every batch, and one that commits every 3 batches like the trainer between checkpoints
-  (what it consumed but had not committed comes back after the restart: at-least-once delivery).
+  (what it consumed but had not committed comes back after the restart: at-least-once delivery). Each
+  consume also goes through the RL loop's own filter (`trainer.loop.dispatcher.fresh_groups`): what reaches
+  the trainer twice, or never, must be 0 in both.
 - concurrent writers: 4 processes running the store's read-then-write transactions (run_scope, a
   read-modify-write, ledger record and commit), errors counted by kind and every write checked to have
   landed. On SQLite also with the writer lock taken lazily (plain BEGIN), the way sessions began before.
 
-`python -m bench.integrity_stream` writes bench/results/integrity_stream.json with the machine's load at
-the start and the end. PostgreSQL comes from ENVFARM_BENCH_PG_URL or ENVFARM_TEST_PG_URL (a private schema,
-dropped afterwards); without one its rows say what is missing.
+A section of `make bench-integrity` (bench/results/integrity.json, with the machine's load at the start and
+the end); `python -m bench.integrity --only stream` runs it alone. PostgreSQL comes from ENVFARM_BENCH_PG_URL
+or ENVFARM_TEST_PG_URL (a private schema, dropped afterwards); without one its rows say what is missing.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import multiprocessing as mp
 import os
@@ -30,7 +31,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from bench.common import machine_load, machine_notes, write_results
 
 PG_URL = os.environ.get("ENVFARM_BENCH_PG_URL") or os.environ.get("ENVFARM_TEST_PG_URL", "")
 
@@ -91,11 +91,14 @@ def stream_kill(ray: Any, url: str, rewards: int = 120, group_size: int = 2, bat
     from envfarm.store.db import open_store
     from envfarm.stream import RewardEvent, RewardLedger
     from envfarm.stream.ray_stream import StreamActor, publish_blocking
+    from envfarm.trainer.loop.dispatcher import fresh_groups
 
     run_id = f"bench-{uuid.uuid4().hex[:8]}"
     actor = StreamActor.remote(url, run_id, capacity=rewards + 1, max_staleness=10)
     started = time.perf_counter()
     handed: list[str] = []
+    reached_trainer: list[str] = []  # what the RL loop's dispatcher passes on (it leaves out what it already had)
+    seen: set[str] = set()
     committed: set[str] = set()
     uncommitted: list[str] = []
     after_commit, killed, batches = 0, 0, 0
@@ -104,7 +107,11 @@ def stream_kill(ray: Any, url: str, rewards: int = 120, group_size: int = 2, bat
             publish_blocking(actor, RewardEvent(rollout_id=f"r{i}", task_id="t", policy_version=0, reward=float(i % 2),
                                                 group_id=f"g{i // group_size}", group_size=group_size))
         while True:
-            ids = [e.rollout_id for e in ray.get(actor.consume.remote(batch_groups, 0)).events]
+            batch = ray.get(actor.consume.remote(batch_groups, 0))
+            ids = [e.rollout_id for e in batch.events]
+            fresh, _again = fresh_groups(batch.groups, seen)
+            seen.update(e.rollout_id for g in fresh for e in g)
+            reached_trainer += [e.rollout_id for g in fresh for e in g]
             if not ids and not uncommitted:
                 break
             after_commit += sum(1 for rid in ids if rid in committed)
@@ -126,6 +133,8 @@ def stream_kill(ray: Any, url: str, rewards: int = 120, group_size: int = 2, bat
         "rewards": rewards, "group_size": group_size, "groups_per_batch": batch_groups, "commit_every_batches": commit_every,
         "kills": killed, "handed_out": len(handed), "lost": rewards - len(distinct),
         "handed_out_twice": len(handed) - len(distinct), "handed_out_after_commit": after_commit,
+        "reached_trainer_twice": len(reached_trainer) - len(set(reached_trainer)),
+        "lost_by_trainer": rewards - len(set(reached_trainer)),
         "skipped_committed_by_restarted_actor": stats["skipped_committed"],
         "ledger": RewardLedger(open_store(url), run_id).counts(), "seconds": round(time.perf_counter() - started, 1),
     }
@@ -232,41 +241,8 @@ def run(rewards: int = 120, kills: int = 5, processes: int = 4, iterations: int 
     return result
 
 
-_KNOWN = ("python", "ray", "raylet", "gcs_server", "postgres", "podman", "conmon", "runc", "pytest", "kworker", "chromium")
-
-
-def _named(load: dict[str, Any]) -> dict[str, Any]:
-    """The load as measured; a busy process that is none of the project's stack keeps its pid and CPU share
-    but not its command line (which can carry another job's arguments)."""
-    def line(entry: str) -> str:
-        pid, share, *command = entry.split(" ", 2)
-        return entry if any(k in " ".join(command) for k in _KNOWN) else f"{pid} {share} (other)"
-    return {**load, "busiest_processes": [line(e) for e in load.get("busiest_processes", [])]}
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.integrity_stream")
-    parser.add_argument("--rewards", type=int, default=120, help="rewards per stream kill run")
-    parser.add_argument("--kills", type=int, default=5, help="actor kills per stream kill run")
-    parser.add_argument("--processes", type=int, default=4, help="concurrent writer processes")
-    parser.add_argument("--iterations", type=int, default=75, help="iterations per writer (5 transactions each)")
-    args = parser.parse_args(argv)
-    load_at_start = machine_load()
-    result = run(args.rewards, args.kills, args.processes, args.iterations)
-    path = write_results("integrity_stream", {
-        "name": "integrity_stream",
-        "what": __doc__.split("\n\n")[1].strip() if __doc__ else "",
-        "machine": _notes(load_at_start),
-        **result,
-    })
-    print(f"wrote {path}")
-    return 0
-
-
-def _notes(load_at_start: dict[str, Any]) -> dict[str, Any]:
-    notes = machine_notes(load_at_start=load_at_start)
-    return {**notes, "load_at_start": _named(notes["load_at_start"]), "load_at_end": _named(notes["load_at_end"])}
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    from bench.integrity import main
+
+    sys.argv[1:] = ["--only", "stream"]
+    main()

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import machine_notes, write_results
+from bench.common import machine_load, machine_notes, write_results
 
 CPUS = 2
 
@@ -119,14 +119,15 @@ def main() -> None:
     if results_file.exists():
         previous = json.loads(results_file.read_text())
     if "--timecap" in sys.argv:
+        load = machine_load()
         experiment = timecap_experiment(Path("work-repos/dumps"), ["pallets/itsdangerous", "tkem/cachetools"], [2015, 2018, 2021])
-        previous["time_cap_experiment"] = {**experiment, "machine": machine_notes("network builds through the TLS proxy; shared machine")}
+        previous["time_cap_experiment"] = {**experiment, "machine": machine_notes(load)}
         print(f"wrote {write_results('mine', {k: v for k, v in previous.items() if k not in ('benchmark', 'finished_at')})}")
         return
     os.environ.setdefault("PYTHON", sys.executable)
     from tests.tasks.fixtures import build_wheelhouse, make_broken_repo, make_calc_repo
 
-    load_before = [round(x, 2) for x in os.getloadavg()]
+    load_before = machine_load()
     with tempfile.TemporaryDirectory(prefix="bench-mine-") as tmp:
         root = Path(tmp)
         wheelhouse = build_wheelhouse(root / "wheels")
@@ -145,7 +146,7 @@ def main() -> None:
         "passes": passes,
         "validated_per_cpu_hour_p50": statistics.median(p["validated_per_cpu_hour"] for p in passes),
         "real_repositories": json.loads(real.read_text()) if real.exists() else "not run (see report)",
-        "machine": machine_notes(f"load average at start {load_before}; 2 shared cores, other engineers' tests and builds ran concurrently"),
+        "machine": machine_notes(load_before),
         "time_cap_experiment": previous.get("time_cap_experiment", "not run: python -m bench.mine --timecap (needs network and work-repos/dumps)"),
     }
     print(f"wrote {write_results('mine', payload)}")

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from rich.console import Console
 
-from bench.common import machine_notes, summary, write_results
+from bench.common import machine_load, machine_notes, summary, write_results
 from envfarm.config import settings
 from envfarm.engine import connect, engine_url
 from envfarm.images.base import build_base, has_base
@@ -51,6 +51,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=20)
     parser.add_argument("--concurrency", type=int, default=32)
     args = parser.parse_args()
+    load = machine_load()
     client = connect()
     if not has_base(client):
         build_base(client=client)
@@ -123,7 +124,7 @@ def main() -> None:
         },
         "leaked_containers": len(leaked),
         "targets": {"warm_acquire_p50_ms_below": 20, "cold_start_vs_baseline_ratio_below": 1.5, "leaked_containers": 0},
-        "machine": machine_notes("other engineers' test suites and a model pretraining job shared the 2 cores during this run"),
+        "machine": machine_notes(load),
     }
     path = write_results("sandbox", result)
     console.print_json(data=result)

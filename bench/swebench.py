@@ -122,7 +122,7 @@ def main() -> None:
         "grading_swebench_convention": grading_throughput(samples, harness_parser),
         "grading_envfarm_native": grading_throughput(samples, native_parser),
         "import": import_throughput(),
-        "machine": machine_notes("2 shared cores; other engineers' jobs run beside this one", load_at_start=load),
+        "machine": machine_notes(load),
     }
     path = write_results("swebench", results)
     print(json.dumps({k: v for k, v in results.items() if k != "machine"}, indent=2))
