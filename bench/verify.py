@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import platform
 import statistics
-import subprocess
 import time
 from pathlib import Path
 
+from bench.common import machine_load, machine_notes
 from envfarm.verifiers.grading import grade
 from envfarm.verifiers.logs import parse_log
 from envfarm.verifiers.web.browser import BrowserHost
@@ -143,29 +141,17 @@ async def bench_web(out_root: Path) -> dict:
     return results
 
 
-def machine_note(load_before: tuple[float, float, float]) -> dict:
-    other = subprocess.run(["ps", "-eo", "pcpu,comm", "--sort=-pcpu"], capture_output=True, text=True).stdout.splitlines()[1:6]
-    return {
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "loadavg_before": load_before,
-        "loadavg_after": os.getloadavg(),
-        "top_processes_at_end": [line.strip() for line in other],
-        "note": "shared 2-core machine; other engineers' jobs (builds, tests) ran at the same time, see loadavg",
-    }
-
-
 def main() -> None:
     import tempfile
 
-    load_before = os.getloadavg()
+    load_at_start = machine_load()
     logs = bench_logs()
     print(f"logs: pytest parse+grade {logs['pytest_mb_per_s']} MB/s (naive scan {logs['baseline_naive_scan_mb_per_s']} MB/s); junit {logs['junit_mb_per_s']} MB/s")
     with tempfile.TemporaryDirectory(prefix="bench-verify-") as tmp:
         web = asyncio.run(bench_web(Path(tmp)))
     for n, entry in web["by_parallel_contexts"].items():
         print(f"web x{n}: p50 {entry['seconds_per_verification_p50']}s, {entry['verifications_per_min']}/min, accuracy {entry['accuracy']}")
-    out = {"benchmark": "verify", "logs": logs, "web": web, "machine": machine_note(load_before), "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    out = {"benchmark": "verify", "logs": logs, "web": web, "machine": machine_notes(load_at_start), "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {RESULTS}")
