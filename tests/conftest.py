@@ -9,6 +9,9 @@ from typing import Iterator
 import pytest
 
 os.environ.setdefault("DOCKER_HOST", "unix:///run/podman/podman.sock")
+# Tests never reach a host: the web verifier's CDN shim answers from its cache alone unless a test points it at
+# a fake registry on 127.0.0.1 (tests/verifiers/test_cdn.py).
+os.environ["ENVFARM_NPM_REGISTRY"] = "off"
 
 
 def _engine_or_skip():  # type: ignore[no-untyped-def]
