@@ -2,6 +2,11 @@
 
     python -m bench.rollout [--new-tokens 128] [--reps 3] [--prompts 8]
 
+Modes: plain, fixed MTP with 1-3 heads, and adaptive (heads per step from measured costs and acceptance,
+trainer/rollout/draft_policy.py; one engine for the whole run, so its cost model carries over between
+calls as in a rollout worker). Regimes: greedy batch 1 and batch 8 (128 tokens), sampled T=0.7 batch 1,
+and the RL demo's shape: 32 completions of 12 tokens at T=1.0 in one batch.
+
 Same process, same prompts (Python code from the held-out stdlib files), modes interleaved within
 each repetition so background load hits all of them alike; medians over repetitions. Writes
 bench/results/rollout.json: tokens/s per mode end to end (prefill included) and for the decoding
@@ -24,12 +29,13 @@ from pathlib import Path
 
 import torch
 
+from bench.common import machine_load, machine_notes
 from envfarm.trainer.data.stdlib_corpus import is_validation, stdlib_files, stdlib_root
 from envfarm.trainer.model import load_checkpoint
 from envfarm.trainer.rollout import TINY_CHECKPOINT, RolloutEngine, SamplingParams
 
 RESULTS = Path(__file__).parent / "results" / "rollout.json"
-MODES = [("plain", None, 0), ("mtp1", "mtp", 1), ("mtp2", "mtp", 2), ("mtp3", "mtp", 3)]
+MODES = [("plain", None, 0), ("mtp1", "mtp", 1), ("mtp2", "mtp", 2), ("mtp3", "mtp", 3), ("adaptive", "adaptive", 3)]
 
 
 def code_prompts(count: int, length: int) -> list[list[int]]:
@@ -51,9 +57,12 @@ def code_prompts(count: int, length: int) -> list[list[int]]:
 def run_mode(engine: RolloutEngine, prompts: list[list[int]], params: SamplingParams, draft, heads: int,
              batch: int) -> dict:
     tokens, steps, accept_sum, outputs, decode_tokens, decode_seconds = 0, 0, 0.0, [], 0, 0.0
+    heads_used: dict[int, int] = {}
     start, cpu_start = time.perf_counter(), time.process_time()
     for i in range(0, len(prompts), batch):
         out = engine.generate(prompts[i:i + batch], params, draft=draft, num_draft=heads or None)
+        for k, count in enumerate(out.stats["steps_by_draft_heads"]):
+            heads_used[k] = heads_used.get(k, 0) + count
         tokens += sum(len(t) for t in out.tokens)
         steps += out.stats["steps"]
         accept_sum += out.stats["mean_acceptance_length"] * out.stats["steps"]
@@ -63,7 +72,21 @@ def run_mode(engine: RolloutEngine, prompts: list[list[int]], params: SamplingPa
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     return {"tokens_per_s": tokens / seconds, "tokens_per_cpu_s": tokens / cpu_seconds,
             "decode_tokens_per_s": decode_tokens / decode_seconds,
-            "acceptance_length": accept_sum / max(1, steps), "outputs": outputs}
+            "acceptance_length": accept_sum / max(1, steps), "outputs": outputs, "steps_by_draft_heads": heads_used}
+
+
+def _merge(parts: list[dict]) -> dict:
+    """Several calls of one mode as one measurement: rates averaged, outputs and head counts joined."""
+    if len(parts) == 1:
+        return parts[0]
+    merged = {key: statistics.fmean(part[key] for part in parts) for key in ("tokens_per_s", "tokens_per_cpu_s", "decode_tokens_per_s", "acceptance_length")}
+    merged["outputs"] = parts[0]["outputs"]
+    used: dict[int, int] = {}
+    for p in parts:
+        for k, count in p["steps_by_draft_heads"].items():
+            used[k] = used.get(k, 0) + count
+    merged["steps_by_draft_heads"] = used
+    return merged
 
 
 def moe_dispatch(model, token_counts: list[int], reps: int) -> dict:
@@ -117,25 +140,35 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--new-tokens", type=int, default=128)
     p.add_argument("--prompt-bytes", type=int, default=256)
     p.add_argument("--prompts", type=int, default=8)
-    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--short-new-tokens", type=int, default=12, help="the RL demo's completion length")
+    p.add_argument("--short-batch", type=int, default=32, help="the RL demo's completions per call")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    load_before = os.getloadavg()
+    load_at_start = machine_load()
     model = load_checkpoint(args.checkpoint)
     engine = RolloutEngine(model)
     prompts = code_prompts(args.prompts, args.prompt_bytes)
     greedy = SamplingParams(max_new_tokens=args.new_tokens, temperature=0)
     sampled = SamplingParams(max_new_tokens=args.new_tokens, temperature=0.7, top_p=0.95, seed=0)
+    short = SamplingParams(max_new_tokens=args.short_new_tokens, temperature=1.0, seed=0)
+    short_prompts = [p[:64] for p in prompts]  # demo-sized prompts, each repeated as a group would be
+    short_prompts = [short_prompts[i % len(short_prompts)] for i in range(args.short_batch)]
     engine.generate(prompts[:1], greedy, draft="mtp")  # warm-up
 
     results: dict = {}
-    for label, params, batch in (("greedy_batch1", greedy, 1), ("greedy_batch8", greedy, 8), ("t0.7_batch1", sampled, 1)):
+    regimes = (("greedy_batch1", greedy, 1, prompts), ("greedy_batch8", greedy, 8, prompts), ("t0.7_batch1", sampled, 1, prompts),
+               (f"t1.0_batch{args.short_batch}_{args.short_new_tokens}tokens", short, args.short_batch, short_prompts))
+    for label, params, batch, regime_prompts in regimes:
         runs: dict[str, list[dict]] = {name: [] for name, _, _ in MODES}
+        # Short calls are cheap: more of them, so each timing covers about as much work as a long one.
+        calls = 1 if params.max_new_tokens >= 64 else max(1, 16 * 128 // (params.max_new_tokens * batch))
         for rep in range(args.reps):
             for name, draft, heads in MODES:
-                runs[name].append(run_mode(engine, prompts, params, draft, heads, batch))
+                rep_runs = [run_mode(engine, regime_prompts, params, draft, heads, batch) for _ in range(calls)]
+                runs[name].append(_merge(rep_runs))
                 print(f"{label} rep {rep + 1}/{args.reps} {name}: {runs[name][-1]['tokens_per_s']:.1f} tok/s "
                       f"({runs[name][-1]['tokens_per_cpu_s']:.1f} per CPU-s), "
                       f"acceptance {runs[name][-1]['acceptance_length']:.2f}", flush=True)
@@ -155,6 +188,13 @@ def main(argv: list[str] | None = None) -> dict:
                              "decode_tokens_per_s_median": round(decode_tps, 2),
                              "decode_speedup_vs_plain": round(decode_tps / decode_base, 3),
                              "mean_acceptance_length": round(statistics.median(r["acceptance_length"] for r in runs[name]), 3)}
+            if name == "adaptive":
+                used: dict[int, int] = {}
+                for r in runs[name]:
+                    for k, count in r["steps_by_draft_heads"].items():
+                        used[k] = used.get(k, 0) + count
+                section[name]["steps_by_draft_heads"] = {str(k): used[k] for k in sorted(used)}
+                section[name]["speedup_vs_mtp3"] = round(tps / statistics.median(r["tokens_per_s"] for r in runs["mtp3"]), 3)
             if params.greedy:
                 section[name]["greedy_output_identical_to_plain"] = all(
                     r["outputs"] == runs["plain"][0]["outputs"] for r in runs[name])
@@ -171,12 +211,10 @@ def main(argv: list[str] | None = None) -> dict:
         "moe_dispatch": moe_dispatch(model, [1, 4, 32, 257, 2048], reps=max(5, args.reps)),
         "peak_rss_mb": rollout_peak_rss_mb,  # whole process (Python + torch + model), after all rollouts
         "peak_rss_mb_after_kv_probe": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "loadavg_before": load_before,
-                    "loadavg_after": os.getloadavg(),
-                    "note": "2-core machine shared with other engineers' jobs (tests, browsers, builds); modes are "
-                            "interleaved per repetition so load affects them alike. Under heavy load wall-clock "
-                            "tokens/s is noisy; tokens per CPU-second of this single-threaded process "
-                            "(speedup_vs_plain_cpu_time) estimates the idle-machine speedup more stably"},
+        "machine": {**machine_notes(load_at_start), "platform": platform.platform(),
+                    "method": "modes interleaved per repetition so load affects them alike; tokens per CPU-second "
+                              "of this single-threaded process (speedup_vs_plain_cpu_time) is less sensitive to "
+                              "load than wall-clock tokens/s"},
         "reference": {"acceptance_length": "2.8-3.8 (MiMo-V2-Flash, 3 MTP heads, GPUs)", "speedup": "1.82-2.70x"},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

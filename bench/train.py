@@ -1,16 +1,20 @@
 """Benchmark of the RL loop on this machine (`python -m bench.train`, `make bench-train`).
 
-Two short runs of the real loop in one process and one local Ray (same tasks, same seed, sandboxes on
-the local engine): rollouts drafted by the MTP heads, then without drafting. Reports medians over the
-rollout calls and trainer steps, their ratio, the fraction of time the trainer waits for rewards, the
-reward-stream latency (verified -> consumed) p50/p95, and end-to-end episodes per minute. The machine's
-load average is recorded before and after, because other work shares its 2 cores.
+Short runs of the real loop in one process and one local Ray (same tasks, same seed, sandboxes on the local
+engine), `reps` per draft setting in rotating order: adaptive (the demo config's: heads per step from measured costs), none,
+and every MTP head every step. Reports medians over the rollout calls and trainer steps, the ratios of
+adaptive and mtp to none, the fraction of time the trainer waits for rewards, the reward-stream latency
+(verified -> consumed) p50/p95, and end-to-end episodes per minute. The machine's load is measured at
+start and end (bench/common.py), because other work shares its 2 cores.
+
+    python -m bench.train [--steps 8] [--reps 3]
+
+Headline ratios are medians of per-repetition ratios (draft / none within one repetition, run back to back).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import platform
 import statistics
 import tempfile
@@ -19,19 +23,23 @@ from pathlib import Path
 
 from rich.console import Console
 
+from bench.common import machine_load, machine_notes
 from envfarm.trainer.loop.config import load_config
 
 OUT = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _run(draft: str, steps: int, tmp: Path, console: Console) -> dict:
+DRAFTS = ("adaptive", "none", "mtp")
+
+
+def _run(draft: str, steps: int, tmp: Path, console: Console, rep: int = 0) -> dict:
     from envfarm.trainer.loop.run import train
 
-    out = tmp / f"run-{draft}"
+    out = tmp / f"run-{draft}-{rep}"
     cfg = load_config(REPO / "trainer/configs/demo.yaml", [
         f"policy.draft={draft}", f"train.steps={steps}", "train.checkpoint_every=1000", "train.eval_samples=0",
-        "train.max_minutes=0", f"train.out_dir={out}", f"store_url=sqlite:///{tmp / f'{draft}.db'}"])
+        "train.max_minutes=0", f"train.out_dir={out}", f"store_url=sqlite:///{tmp / f'{draft}-{rep}.db'}"])
     t0 = time.perf_counter()
     summary = train(cfg, console)
     wall = time.perf_counter() - t0
@@ -41,7 +49,7 @@ def _run(draft: str, steps: int, tmp: Path, console: Console) -> dict:
     train_rates = [r["train_tokens"] / r["train_s"] for r in rows if r.get("train_tokens") and r["train_s"] > 0]
     wait, train_s = sum(r["wait_s"] for r in rows), sum(r["train_s"] for r in rows)
     return {
-        "draft": draft, "steps": len(rows), "wall_s": round(wall, 1),
+        "draft": draft, "rep": rep, "steps": len(rows), "wall_s": round(wall, 1),
         "rollout_tokens_per_s_median": round(statistics.median(c["tokens"] / c["gen_s"] for c in calls), 1),
         "rollout_calls": len(calls),
         "grade_s_per_call_median": round(statistics.median(c["grade_s"] for c in calls), 3),
@@ -51,6 +59,7 @@ def _run(draft: str, steps: int, tmp: Path, console: Console) -> dict:
         "stream_latency_p95_s": round(summary["stream"]["latency_p95_s"], 3),
         "episodes_per_minute": round(rollouts / (rows[-1]["elapsed_s"] / 60), 1),
         "mean_acceptance_length": summary["mean_acceptance_length"],
+        "rollout_tokens_per_s_all": [round(c["tokens"] / c["gen_s"], 1) for c in calls],
         "reward_mean_first_last": [rows[0]["reward_mean"], rows[-1]["reward_mean"]],
     }
 
@@ -63,45 +72,79 @@ def _plot(result: dict, path: Path) -> None:
 
     runs = result["runs"]
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
-    axes[0].bar([r["draft"] for r in runs], [r["rollout_tokens_per_s_median"] for r in runs], color=["tab:blue", "tab:gray"])
+    colors = ["tab:blue", "tab:gray", "tab:orange"][:len(runs)]
+    axes[0].bar([r["draft"] for r in runs], [r["rollout_tokens_per_s_median"] for r in runs], color=colors)
     axes[0].set_title("rollout tokens/s (median per call)")
-    axes[1].bar([r["draft"] for r in runs], [r["episodes_per_minute"] for r in runs], color=["tab:blue", "tab:gray"])
+    axes[1].bar([r["draft"] for r in runs], [r["episodes_per_minute"] for r in runs], color=colors)
     axes[1].set_title("episodes / minute (end to end)")
     axes[2].bar(["p50", "p95"], [runs[0]["stream_latency_p50_s"], runs[0]["stream_latency_p95_s"]], color="tab:green")
-    axes[2].set_title("reward stream latency, s (mtp run)")
-    fig.suptitle(f"envfarm RL loop on {result['machine']['cpus']} CPUs (load avg {result['machine']['load_before'][0]:.1f} at start)", fontsize=9)
+    axes[2].set_title(f"reward stream latency, s ({runs[0]['draft']} run)")
+    load = result["machine"]["load_at_start"]["loadavg_1m_5m_15m"][0]
+    fig.suptitle(f"envfarm RL loop on {result['machine']['cpus']} CPUs (load avg {load:.1f} at start)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
-def main(steps: int = 12) -> dict:
+def _pooled(runs: list[dict], draft: str) -> dict:
+    """One draft setting over its repetitions: medians of the per-call and per-run figures."""
+    mine = [r for r in runs if r["draft"] == draft]
+    rates = [x for r in mine for x in r["rollout_tokens_per_s_all"]]
+    return {"draft": draft, "runs": len(mine), "rollout_tokens_per_s_median": round(statistics.median(rates), 1),
+            "episodes_per_minute": round(statistics.median(r["episodes_per_minute"] for r in mine), 1),
+            "mean_acceptance_length": round(statistics.median(r["mean_acceptance_length"] for r in mine), 3),
+            "stream_latency_p50_s": round(statistics.median(r["stream_latency_p50_s"] for r in mine), 3),
+            "stream_latency_p95_s": round(statistics.median(r["stream_latency_p95_s"] for r in mine), 3)}
+
+
+def _ratios(runs: list[dict], draft: str, key: str) -> list[float]:
+    """draft / none for `key`, within each repetition (runs of one repetition ran back to back)."""
+    by_rep = {(r["rep"], r["draft"]): r[key] for r in runs}
+    return [round(by_rep[(rep, draft)] / by_rep[(rep, "none")], 3) for rep in sorted({r["rep"] for r in runs})]
+
+
+def main(steps: int = 8, reps: int = 3) -> dict:
     console = Console()
-    load_before = os.getloadavg()
+    load_at_start = machine_load()
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         import ray
 
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
         try:
-            runs = [_run("mtp", steps, Path(tmp), console), _run("none", steps, Path(tmp), console)]
+            runs = []
+            for rep in range(reps):  # the order rotates, so drift in the machine's load hits each setting alike
+                for draft in DRAFTS[rep % len(DRAFTS):] + DRAFTS[:rep % len(DRAFTS)]:
+                    runs.append(_run(draft, steps, Path(tmp), console, rep))
         finally:
             ray.shutdown()
-    mtp, plain = runs
+    pooled = [_pooled(runs, d) for d in DRAFTS]
+    ratios = {f"{d}_over_plain_{key}_per_rep": _ratios(runs, d, f"{key}_median" if key == "rollout_tokens_per_s" else key)
+              for d in ("adaptive", "mtp") for key in ("rollout_tokens_per_s", "episodes_per_minute")}
     result = {
         "what": "the RL loop (demo config: tiny policy, line-completion tasks graded in Podman sandboxes, GRPO + R3) on local Ray",
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_before": load_before, "load_after": os.getloadavg(),
-                    "note": "shared machine: other engineers' tests and training ran on the same 2 cores during this benchmark"},
+        "setup": {"steps_per_run": steps, "reps": reps, "drafts": list(DRAFTS)},
+        "machine": {**machine_notes(load_at_start), "platform": platform.platform()},
+        "by_draft": pooled,
+        **{f"{d}_over_plain_rollout_tokens_per_s": round(statistics.median(ratios[f"{d}_over_plain_rollout_tokens_per_s_per_rep"]), 3)
+           for d in ("adaptive", "mtp")},
+        **{f"{d}_over_plain_episodes_per_minute": round(statistics.median(ratios[f"{d}_over_plain_episodes_per_minute_per_rep"]), 3)
+           for d in ("adaptive", "mtp")},
+        **ratios,
         "runs": runs,
-        "mtp_over_plain_rollout_tokens_per_s": round(mtp["rollout_tokens_per_s_median"] / plain["rollout_tokens_per_s_median"], 3),
-        "mtp_over_plain_episodes_per_minute": round(mtp["episodes_per_minute"] / plain["episodes_per_minute"], 3),
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "train.json").write_text(json.dumps(result, indent=2))
-    _plot(result, OUT / "train.png")
+    _plot({**result, "runs": pooled}, OUT / "train.png")
     console.print_json(data=result)
     return result
 
 
 if __name__ == "__main__":
-    main()
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=8, help="trainer steps per run")
+    parser.add_argument("--reps", type=int, default=3, help="runs per draft setting (order rotated)")
+    args = parser.parse_args()
+    main(args.steps, args.reps)

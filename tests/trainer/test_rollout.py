@@ -219,10 +219,10 @@ class ScriptedDraftPolicy(DraftPolicy):
         super().start(batch)
         self.step = self.accepted = 0
 
-    def _choose(self, rows, remaining, context, catch_up) -> int:
+    def _choose(self, rows, remaining, context, catch_up, top) -> int:
         k = self.script(self.step, self.accepted) if callable(self.script) else self.script[min(self.step, len(self.script) - 1)]
         self.step += 1
-        return min(k, len(catch_up) - 1)
+        return min(k, top)
 
 
 def adaptive_engine(model: PolicyModel, policy: DraftPolicy) -> RolloutEngine:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import statistics
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 
@@ -68,7 +69,9 @@ class CostModel:
 
     def record_step(self, rows: int, context: int, k: int, seconds: float) -> None:
         bb, cb = self.key(rows, context)
-        entry = self.steps.setdefault((bb, cb, k), _Recent())
+        entry = self.steps.get((bb, cb, k))
+        if entry is None:
+            entry = self.steps[(bb, cb, k)] = _Recent()
         entry.samples.append(seconds)
         entry.updated_at = self.decisions.get((bb, cb), 0)
 
@@ -193,17 +196,20 @@ class DraftPolicy:
     def start(self, batch: int) -> None:
         self.acceptance.reset(batch)
 
-    def choose(self, rows: list[int], remaining: list[int], context: int, catch_up: list[int]) -> int:
+    def choose(self, rows: list[int], remaining: list[int], context: int,
+               catch_up: Sequence[int] | Callable[[int], int], limit: int | None = None) -> int:
         """rows: the active requests; remaining: new tokens each may still produce (same order); context: the
-        longest active context; catch_up[k]: head positions a step with k heads must recompute first
-        (0 when the heads are current). Returns k, 0 for a plain step."""
-        k = self._choose(rows, remaining, context, catch_up)
+        longest active context; catch_up[k] (or catch_up(k), computed only when asked): head positions a step
+        with k heads must recompute first (0 when the heads are current); limit: the most heads to use
+        (default max_heads). Returns k, 0 for a plain step."""
+        top = min(self.max_heads, self.max_heads if limit is None else limit)
+        k = self._choose(rows, remaining, context, catch_up if callable(catch_up) else catch_up.__getitem__, top)
         self.costs.count_decision(len(rows), context)
         self.chosen[k] += 1
         return k
 
-    def _choose(self, rows: list[int], remaining: list[int], context: int, catch_up: list[int]) -> int:
-        b, top = len(rows), min(self.max_heads, len(catch_up) - 1)
+    def _choose(self, rows: list[int], remaining: list[int], context: int, catch_up: Callable[[int], int], top: int) -> int:
+        b = len(rows)
         costs = self.costs
         plain = costs.step_seconds(b, context, 0)
         if top == 0 or plain is None or costs.samples(b, context, 0) < self.min_samples:
@@ -213,11 +219,15 @@ class DraftPolicy:
         best_k, best_time, unknown = 0, left / b * plain, None  # plain: each step commits one token per row
         for k in range(1, top + 1):
             step = costs.step_seconds(b, context, k)
-            resume = costs.catch_up_seconds(b, k, catch_up[k])
-            if step is None or resume is None:
+            if step is None:
                 unknown = k  # the widest unmeasured k is probed first: it has the most to gain
                 continue
-            if costs.samples(b, context, k) < self.min_samples and catch_up[k] == 0 and unknown is None:
+            positions = catch_up(k)
+            resume = costs.catch_up_seconds(b, k, positions)
+            if resume is None:
+                unknown = k
+                continue
+            if costs.samples(b, context, k) < self.min_samples and positions == 0 and unknown is None:
                 unknown = k  # measured too few times here to trust (the first steps of a process run slow)
             per_step = sum(min(self.acceptance.expected_tokens(r, k), rem) for r, rem in zip(rows, remaining))
             time = resume + left / per_step * step
@@ -226,7 +236,7 @@ class DraftPolicy:
         if unknown is not None and enough:
             return unknown
         if enough:  # re-measure the stalest estimate; one that needs a catch-up first only a quarter as often
-            stale = [(age / (self.probe_every * (1 if catch_up[k] == 0 else 4)), k) for k in range(top + 1)
+            stale = [(age / (self.probe_every * (1 if k == 0 or catch_up(k) == 0 else 4)), k) for k in range(top + 1)
                      if k != best_k and (age := costs.age(b, context, k)) is not None]
             if stale and max(stale)[0] >= 1:
                 return max(stale)[1]

@@ -149,7 +149,11 @@ class RolloutEngine:
         # adaptive: per head, per row, the first position whose cache entry is not final (heads a step
         # leaves out fall behind, and catch up from here when next used)
         starts = [[0] * b for _ in range(k)] if adaptive else []
-        if k:
+        if adaptive:  # the last `ring` prompt positions of every row in one copy (earlier ones: slots
+            # of positions >= the prompt's end, which steps write before anything reads them)
+            tail = lengths[:, None] - ring + torch.arange(ring)
+            hidden_ring[rows[:, None], tail % ring] = hidden[rows[:, None], tail.clamp(min=0)]
+        elif k:
             for i in range(b):
                 tail = torch.arange(max(0, int(lengths[i]) - ring), int(lengths[i]))
                 hidden_ring[i, tail % ring] = hidden[i, tail]
@@ -175,11 +179,12 @@ class RolloutEngine:
             if policy is not None:
                 n_l = n.tolist()
                 live = [i for i in range(b) if not done[i]]
-                catch = [0] + [sum(self._catch_up(n_l[i], [st[i] for st in starts[:h]], h, reach)[1] for i in live)
-                               for h in range(1, k + 1)]
+                def catch(h: int) -> int:
+                    return sum(self._catch_up(n_l[i], [st[i] for st in starts[:h]], h, reach)[1] for i in live) if h else 0
+
                 ks = policy.choose(live, [sampling.max_new_tokens - len(gen_tokens[i]) for i in live],
-                                   max(n_l[i] for i in live), catch)
-                caught_up = catch[ks]
+                                   max(n_l[i] for i in live), catch, limit=k)
+                caught_up = catch(ks)
             heads_used[ks] += 1
             if ks and policy is not None:
                 # From each row's oldest non-final head entry (or the reach of the heads' windows, if
