@@ -12,6 +12,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from envfarm.errors import EnvfarmError
+from envfarm.userfiles import read_text
 
 if TYPE_CHECKING:
     from envfarm.store import Store
@@ -43,21 +44,7 @@ def read_repo_list(path: Path) -> list[tuple[str, str]]:
     Read before anything is opened or started, so a bad list leaves no run row and no partial mining."""
     from envfarm.tasks.pipeline import parse_repo_line
 
-    fix = "pass --repos FILE: a UTF-8 text file with one owner/name [clone-url] per line"
-    if not path.exists():
-        raise EnvfarmError(f"repository list {path} does not exist", fix)
-    if not path.is_file():
-        raise EnvfarmError(f"repository list {path} is not a file", fix)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise EnvfarmError(f"cannot read repository list {path}: {exc.strerror or exc}", fix) from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[:exc.start].count(b"\n") + 1
-        raise EnvfarmError(f"repository list {path} is not UTF-8 text (byte {raw[exc.start]:#04x} on line {line})",
-                           "save the list as UTF-8 with one owner/name [clone-url] per line") from None
+    text = read_text(path, "repository list", "pass --repos FILE: a UTF-8 text file with one owner/name [clone-url] per line")
     entries = []
     for number, line in enumerate(text.splitlines(), start=1):
         try:

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from envfarm.errors import EnvfarmError
 from envfarm.sandbox.backend import SandboxBackend
+from envfarm.userfiles import load_yaml
 from envfarm.trainer.loop.family import FAMILIES, family_names
 from envfarm.trainer.paths import TINY_CHECKPOINT as TINY
 from envfarm.trainer.scheduler import SchedulerConfig
@@ -172,28 +173,9 @@ def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def _read_config(p: Path) -> dict[str, Any]:
-    """The config file as a mapping; missing, a folder, not UTF-8, bad YAML or empty: one EnvfarmError each."""
-    if not p.exists():
-        raise EnvfarmError(f"config file {p} does not exist", "pass --config trainer/configs/demo.yaml or another YAML file")
-    if not p.is_file():
-        raise EnvfarmError(f"config file {p} is not a file", "pass --config with the path of a YAML file, e.g. trainer/configs/demo.yaml")
-    try:
-        text = p.read_bytes().decode("utf-8")
-    except OSError as exc:
-        raise EnvfarmError(f"cannot read config file {p}: {exc.strerror or exc}", "check the path and its permissions") from None
-    except UnicodeDecodeError as exc:
-        raise EnvfarmError(f"config file {p} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start})",
-                           "save the config as UTF-8") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or " ".join(str(exc).split())[:200]
-        raise EnvfarmError(f"config file {p} is not valid YAML: {problem}{where}", "fix the YAML syntax") from None
-    if raw is None:
-        # An empty file would silently run every default: say so rather than train on nothing that was read.
-        raise EnvfarmError(f"config file {p} is empty", "write a run config (see trainer/configs/demo.yaml), or pass that file")
+    """The config file as a mapping; missing, a folder, not UTF-8, bad YAML or empty: one EnvfarmError each
+    (an empty file would otherwise run every default on nothing that was read)."""
+    raw = load_yaml(p, "config file", "pass --config trainer/configs/demo.yaml or another YAML file")
     if not isinstance(raw, dict):
         raise EnvfarmError(f"config file {p} must be a mapping of sections", "see trainer/configs/demo.yaml")
     return raw

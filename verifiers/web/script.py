@@ -23,6 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from envfarm.errors import EnvfarmError
+from envfarm.userfiles import read_text, yaml_problem
 
 ACTIONS = ("goto", "click", "type", "press", "scroll", "wait", "hover")
 
@@ -147,19 +148,7 @@ def load_script(source: str | Path | dict[str, Any]) -> InteractionScript:
 
 
 def _read(path: Path) -> str:
-    fix = "check the script's path (the SCRIPT argument, or the task's extra.web.script)"
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise EnvfarmError(f"cannot read interaction script {path}: {exc.strerror or exc}", fix) from exc
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        utf16 = raw[:2] in (b"\xff\xfe", b"\xfe\xff")
-        raise EnvfarmError(
-            f"cannot read interaction script {path}: it is {'UTF-16' if utf16 else 'not UTF-8'} text (byte {raw[exc.start]:#04x} at offset {exc.start})",
-            "save the script as UTF-8",
-        ) from exc
+    return read_text(path, "interaction script", "check the script's path (the SCRIPT argument, or the task's extra.web.script)")
 
 
 def _parse(text: str, where: str, *, json_only: bool) -> Any:
@@ -170,8 +159,5 @@ def _parse(text: str, where: str, *, json_only: bool) -> Any:
         raise EnvfarmError(f"interaction script ({where}) is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
                            "fix the script's JSON syntax") from exc
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise EnvfarmError(f"interaction script ({where}) is neither JSON nor YAML: {problem}{at}",
+        raise EnvfarmError(f"interaction script ({where}) is neither JSON nor YAML: {yaml_problem(exc)}",
                            "fix the script's syntax") from exc
