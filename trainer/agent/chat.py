@@ -130,14 +130,8 @@ def run_chat_episode(policy: ChatAgentPolicy, task: TaskSpec, sandbox: Sandbox,
     steps = _Steps(t, sandbox, task, limits)
     try:
         while True:
-            if t.steps >= limits.max_steps:
-                t.finish_reason = "max_steps"
-                break
-            if t.tokens >= limits.max_tokens:
-                t.finish_reason = "max_tokens"
-                break
-            if limits.max_seconds is not None and time.monotonic() - started >= limits.max_seconds:
-                t.finish_reason = "max_seconds"
+            t.finish_reason = limits.reached(t.steps, t.tokens, started)
+            if t.finish_reason:
                 break
             try:
                 turn = policy.chat(t.messages, max_tokens=limits.max_tokens - t.tokens)

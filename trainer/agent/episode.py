@@ -41,6 +41,16 @@ class EpisodeLimits:
         if self.max_seconds is not None and not self.max_seconds > 0:
             raise EnvfarmError(f"agent.max_seconds={self.max_seconds} must be positive", "set agent.max_seconds > 0, or leave it unset")
 
+    def reached(self, steps: int, tokens: int, started: float) -> str:
+        """The limit an episode has reached before its next turn ("" for none): the finish reason it ends with."""
+        if steps >= self.max_steps:
+            return "max_steps"
+        if tokens >= self.max_tokens:
+            return "max_tokens"
+        if self.max_seconds is not None and time.monotonic() - started >= self.max_seconds:
+            return "max_seconds"
+        return ""
+
 
 @dataclass
 class Transcript:
@@ -86,14 +96,8 @@ def run_episode(policy: AgentPolicy, task: TaskSpec, sandbox: Sandbox, limits: E
                                       {"role": "user", "content": task.problem_statement}])
     try:
         while True:
-            if t.steps >= limits.max_steps:
-                t.finish_reason = "max_steps"
-                break
-            if t.tokens >= limits.max_tokens:
-                t.finish_reason = "max_tokens"
-                break
-            if limits.max_seconds is not None and time.monotonic() - started >= limits.max_seconds:
-                t.finish_reason = "max_seconds"
+            t.finish_reason = limits.reached(t.steps, t.tokens, started)
+            if t.finish_reason:
                 break
             text, used = policy.act(render_prompt(t.messages))
             t.steps += 1
