@@ -111,13 +111,23 @@ def test_acceptance_follows_each_request():
         tracker.observe(0, 3, 3)  # request 0: every draft accepted
         tracker.observe(1, 3, 0)  # request 1: every first draft rejected
     assert tracker.expected_tokens(0, 3) > tracker.expected_tokens(1, 3) + 1
-    assert tracker.expected_tokens(1, 3) < 1.5
+    assert tracker.expected_tokens(1, 3) < 2.0
     assert tracker.expected_tokens(0, 0) == 1.0
     # Depth by depth: a rejected first draft leaves the deeper ones unjudged.
     fresh = AcceptanceTracker()
     fresh.reset(1)
     fresh.observe(0, 3, 1)
     assert fresh.depth_trials == [1.0, 1.0, 0.0] and fresh.depth_accepted == [1.0, 0.0, 0.0]
+
+
+def test_each_width_is_judged_by_what_it_yielded():
+    # The depth profile says a second head adds little, but steps of width 3 measured 2.6 accepted drafts.
+    tracker = accepting(0.5)
+    tracker.reset(1)
+    assert tracker.expected_tokens(0, 3) < 2.0
+    tracker.width_accepted[3], tracker.width_steps[3] = 26.0, 10.0
+    assert abs(tracker.expected_tokens(0, 3) - 3.6) < 1e-9
+    assert tracker.expected_tokens(0, 2) < 2.0  # other widths keep the profile until measured
 
 
 def test_a_new_call_starts_from_the_overall_rate():

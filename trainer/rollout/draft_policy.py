@@ -131,6 +131,9 @@ class AcceptanceTracker:
     trials: list[float] = field(default_factory=list)
     depth_accepted: list[float] = field(default_factory=list)
     depth_trials: list[float] = field(default_factory=list)
+    width_accepted: dict[int, float] = field(default_factory=dict)  # per k: decayed drafts accepted in steps of width k
+    width_steps: dict[int, float] = field(default_factory=dict)
+    min_width_steps: float = 8.0  # steps of a width before its own mean replaces the depth profile
 
     def reset(self, batch: int) -> None:
         """A new generate call: its requests start from the overall rates; those are kept."""
@@ -163,6 +166,8 @@ class AcceptanceTracker:
             self.depth_trials[j] = self.global_decay * self.depth_trials[j] + 1
         self.accepted[row] = self.decay * self.accepted[row] + accepted
         self.trials[row] = self.decay * self.trials[row] + judged
+        self.width_accepted[k] = self.global_decay * self.width_accepted.get(k, 0.0) + accepted
+        self.width_steps[k] = self.global_decay * self.width_steps.get(k, 0.0) + 1
 
     def rate(self, row: int) -> float:
         """This request's per-draft rate relative to the overall one (1.0 = typical)."""
@@ -171,8 +176,14 @@ class AcceptanceTracker:
         return own / overall
 
     def expected_tokens(self, row: int, k: int) -> float:
-        """Tokens one step with k drafts commits for this request: 1 + p_0 + p_0 p_1 + ... (p_j: depth j's rate)."""
-        scale, total, chain = self.rate(row), 1.0, 1.0
+        """Tokens one step with k drafts commits for this request: the mean of steps of width k over all
+        requests once there are enough, else 1 + p_0 + p_0 p_1 + ... (p_j: depth j's rate); either scaled by
+        the request's own rate. Widths are measured apart because a depth's rate is not the same at every
+        width: greedy on code, the first draft passed 93% with one head, 82% with two, 92% with three."""
+        scale = self.rate(row)
+        if k > 0 and self.width_steps.get(k, 0.0) >= self.min_width_steps:
+            return 1.0 + min(float(k), self.width_accepted[k] / self.width_steps[k] * scale)
+        total, chain = 1.0, 1.0
         for j in range(k):
             chain *= min(0.999, self.depth_rate(j) * scale)
             total += chain
