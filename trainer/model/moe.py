@@ -34,7 +34,11 @@ from envfarm.trainer.model.ffn import DenseFFN
 class Router(nn.Module):
     def __init__(self, dim: int, n_experts: int) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.empty(n_experts, dim, dtype=torch.float32))
+        # Never left uninitialized (a bare MoE, as the tests build, read whatever memory held: NaN at times).
+        # A private generator keeps the global RNG stream, and so every seeded model's init, as it was;
+        # PolicyModel re-initializes it with the config's initializer_range anyway.
+        self.weight = nn.Parameter(nn.init.normal_(torch.empty(n_experts, dim, dtype=torch.float32), std=0.02,
+                                                   generator=torch.Generator().manual_seed(0)))
         self.register_buffer("e_score_correction_bias", torch.zeros(n_experts, dtype=torch.float32))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
