@@ -7,7 +7,8 @@
 Modules (one job each): `protocol` (Sandbox, ExecResult), `limits` (SandboxLimits), `backend` (which
 backend, and where Kubernetes pods come from), `factory` (`open`), `docker` (DockerSandbox over the Docker
 Engine API: Docker or Podman), `kubernetes` (KubernetesSandbox over the pods/exec API), `claim` (a pod from a
-SandboxFleet through a SandboxClaim), `pool` (warm sandboxes), `patch` (all-or-nothing patches), `gc`.
+SandboxFleet through a SandboxClaim), `containment` (the fork-free sweeps that end what an exec started),
+`pool` (warm Docker sandboxes), `patch` (all-or-nothing patches), `gc`.
 """
 
 from envfarm.sandbox.backend import KubernetesTarget, SandboxBackend
