@@ -2,14 +2,14 @@
 
 The checkout keeps `envfarm/`, `tasks/`, `verifiers/` and `trainer/` side by side (the layout users know),
 but an installed envfarm must not claim the top-level names `tasks`, `verifiers` (Prime Intellect's
-environment library) or `trainer`: they install as `envfarm.tasks`, `envfarm.verifiers` and
-`envfarm.trainer`. pyproject.toml cannot compute this package list, so it lives here; everything else
+environment library), `trainer` or `agent`: they install as `envfarm.tasks`, `envfarm.verifiers`,
+`envfarm.trainer` and `envfarm.agent` (the agent scaffold). pyproject.toml cannot compute this package list, so it lives here; everything else
 about the distribution is in pyproject.toml.
 """
 
 from setuptools import find_packages, setup
 
-MAPPED = ("tasks", "verifiers", "trainer")
+MAPPED = ("tasks", "verifiers", "trainer", "agent")
 
 packages = find_packages(include=["envfarm", "envfarm.*"])
 for folder in MAPPED:

@@ -34,7 +34,7 @@ MOUNTS: dict[str, Mount] = {
     "fleet": Mount("envfarm.fleet.cli", "Kubernetes fleet controller and tools."),
     "verify": Mount("envfarm.verifiers.cli", "Run verifiers on tasks and web apps."),
     "tasks": Mount("envfarm.tasks.import_cli", "Import tasks from SWE-bench-family datasets (SWE-bench, SWE-rebench, SWE-smith, ...)."),
-    "rollout": Mount("envfarm.trainer.agent.rollout_cli", "Run an external model (OpenAI-compatible server) on tasks: K graded episodes each, trajectories as JSONL, pass@k."),
+    "rollout": Mount("envfarm.agent.rollout_cli", "Run an external model (OpenAI-compatible server) on tasks: K graded episodes each, trajectories as JSONL, pass@k."),
 }
 _LOADED: dict[str, TyperCommand | TyperGroup] = {}
 

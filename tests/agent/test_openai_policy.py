@@ -8,11 +8,11 @@ import pytest
 from scripted_openai_server import ScriptedOpenAIServer
 
 from envfarm.sandbox.docker import DockerSandbox
-from envfarm.trainer.agent.chat import TEXT_PROTOCOL_HINT, NativeCall, parse_native_call
-from envfarm.trainer.agent.episode import EpisodeLimits
-from envfarm.trainer.agent.openai_chat import OpenAIChatPolicy
-from envfarm.trainer.agent.protocol import TOOLS, ToolCallError, tool_schemas
-from envfarm.trainer.agent.swe import swe_rollout
+from envfarm.agent.chat import TEXT_PROTOCOL_HINT, NativeCall, parse_native_call
+from envfarm.agent.episode import EpisodeLimits
+from envfarm.agent.openai_chat import OpenAIChatPolicy
+from envfarm.agent.protocol import TOOLS, ToolCallError, tool_schemas
+from envfarm.agent.swe import swe_rollout
 
 GOLD_EDIT = ("str_replace", {"path": "calc.py", "old": "    return a - b\n", "new": "    return a + b\n"})
 FINISH = ("finish", {})

@@ -11,7 +11,7 @@ from scripted_openai_server import ScriptedOpenAIServer
 from test_openai_policy import SCRIPTS
 
 from envfarm import cli
-from envfarm.trainer.agent.trajectories import TrajectoryFile, pass_at_k, summarize
+from envfarm.agent.trajectories import TrajectoryFile, pass_at_k, summarize
 
 
 def _run(argv: list[str]) -> int:

@@ -10,8 +10,8 @@ import httpx
 import pytest
 import torch
 
-from envfarm.trainer.agent.openai_chat import OpenAIChatPolicy
-from envfarm.trainer.agent.protocol import tool_schemas
+from envfarm.agent.openai_chat import OpenAIChatPolicy
+from envfarm.agent.protocol import tool_schemas
 from envfarm.trainer.model import load_checkpoint
 from envfarm.trainer.paths import TINY_CHECKPOINT
 from envfarm.trainer.rollout.engine import RolloutEngine

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from envfarm.trainer.agent.protocol import STOP
+from envfarm.agent.protocol import STOP
 from envfarm.trainer.rollout.policy import Policy
 from envfarm.trainer.rollout.sampling import SamplingParams
 

@@ -1,7 +1,7 @@
 """The SWE family in the RL loop: mined tasks read from the store (`tasks` table, TaskSpec JSON, so the
 trainer never imports the miner), each rollout an agent episode (bash / str_replace / finish) with the
 learned policy in a sandbox from the task's instance image, graded by SweVerifier in a fresh sandbox
-(trainer/agent/swe.py). Every assistant turn is kept for training (RewardEvent.turns)."""
+(agent/swe.py, envfarm.agent.swe). Every assistant turn is kept for training (RewardEvent.turns)."""
 
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ from envfarm.store.db import Store, open_store
 from envfarm.store.models import TaskRow
 from envfarm.stream.events import RewardEvent
 from envfarm.task import TaskSpec
-from envfarm.trainer.agent.episode import EpisodeLimits
+from envfarm.agent.episode import EpisodeLimits
 from envfarm.trainer.agent.lm import LMAgentPolicy
-from envfarm.trainer.agent.swe import swe_rollout
+from envfarm.agent.swe import swe_rollout
 from envfarm.trainer.loop import payload
 from envfarm.trainer.loop.config import RunConfig
 from envfarm.trainer.loop.family import CallStats, GroupWork, RolloutHost

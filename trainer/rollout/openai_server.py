@@ -23,7 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from envfarm.errors import EnvfarmError
-from envfarm.trainer.agent.protocol import CALL_CLOSE, CALL_OPEN, render_prompt
+from envfarm.agent.protocol import CALL_CLOSE, CALL_OPEN, render_prompt
 from envfarm.trainer.model import load_checkpoint
 from envfarm.trainer.paths import TINY_CHECKPOINT
 from envfarm.trainer.rollout.engine import RolloutEngine

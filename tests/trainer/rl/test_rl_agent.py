@@ -8,8 +8,8 @@ import json
 import pytest
 
 from envfarm.task import InstallConfig, TaskSpec
-from envfarm.trainer.agent import EpisodeLimits, ScriptedPolicy, ToolCall, ToolCallError, parse_tool_call, run_episode
-from envfarm.trainer.agent.swe import swe_rollout
+from envfarm.agent import EpisodeLimits, ScriptedPolicy, ToolCall, ToolCallError, parse_tool_call, run_episode
+from envfarm.agent.swe import swe_rollout
 
 BASE_FILES = {
     "calc.py": "def add(a, b):\n    return a - b\n\n\ndef mul(a, b):\n    return a * b\n",

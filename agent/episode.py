@@ -16,8 +16,8 @@ from typing import Any, Protocol
 from envfarm.errors import EnvfarmError, SandboxError
 from envfarm.sandbox.protocol import Sandbox
 from envfarm.task import TaskSpec
-from envfarm.trainer.agent.protocol import SYSTEM_PROMPT, ToolCallError, parse_tool_call, render_prompt
-from envfarm.trainer.agent.tools import collect_patch, run_tool
+from envfarm.agent.protocol import SYSTEM_PROMPT, ToolCallError, parse_tool_call, render_prompt
+from envfarm.agent.tools import collect_patch, run_tool
 
 
 class AgentPolicy(Protocol):
@@ -63,7 +63,7 @@ class Transcript:
     patch: str = ""
     error: str = ""
     seconds: float = 0.0
-    # Chat episodes (envfarm.trainer.agent.chat) also fill these: one entry per tool call (name, arguments,
+    # Chat episodes (envfarm.agent.chat) also fill these: one entry per tool call (name, arguments,
     # observation, error) and the model server's token accounting (prompt/completion tokens, requests, retries).
     calls: list[dict[str, Any]] = field(default_factory=list)
     usage: dict[str, Any] = field(default_factory=dict)
@@ -86,9 +86,9 @@ def run_episode(policy: AgentPolicy, task: TaskSpec, sandbox: Sandbox, limits: E
     """Run until finish or a limit; a dead sandbox ends the episode with finish_reason 'sandbox_error'.
 
     A policy with a `chat` method (a chat-completions model: native tool calls, structured messages) runs
-    the chat loop of `envfarm.trainer.agent.chat` instead; the limits and the transcript are the same."""
+    the chat loop of `envfarm.agent.chat` instead; the limits and the transcript are the same."""
     if hasattr(policy, "chat"):
-        from envfarm.trainer.agent.chat import run_chat_episode
+        from envfarm.agent.chat import run_chat_episode
 
         return run_chat_episode(policy, task, sandbox, limits)  # type: ignore[arg-type]  # checked by hasattr
     started = time.monotonic()

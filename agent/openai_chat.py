@@ -3,12 +3,12 @@
 The scaffold's three tools go as native function definitions (`tools=`). `tool_mode="auto"` falls back to
 the text protocol for the episode when the server refuses tool definitions (vLLM without
 `--enable-auto-tool-choice` answers 400): the system prompt then teaches `<tool_call>` and results come back
-as user messages (see `envfarm.trainer.agent.chat`). 429, 5xx and dropped or timed-out connections are
+as user messages (see `envfarm.agent.chat`). 429, 5xx and dropped or timed-out connections are
 retried with exponential backoff (tenacity; a `Retry-After` header is honoured up to the backoff cap);
 anything else, or retries spent, is a `ModelServerError`.
 
 httpx, not the `openai` client: it is already a dependency, the request is one POST, and an extra client
-would sit in the import path of every `envfarm rollout`. Lives in `trainer/agent/` with the scaffold it
+would sit in the import path of every `envfarm rollout`. Part of the scaffold package `envfarm.agent` it
 drives (DESIGN.md: one scaffold package for the trainer and external agents); no torch import.
 """
 
@@ -21,8 +21,8 @@ from typing import Any
 import httpx
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from envfarm.trainer.agent.chat import TEXT_PROTOCOL_HINT, ChatTurn, ContextExceeded, ModelServerError, NativeCall, ToolMode
-from envfarm.trainer.agent.protocol import CALL_CLOSE, CALL_OPEN, tool_schemas
+from envfarm.agent.chat import TEXT_PROTOCOL_HINT, ChatTurn, ContextExceeded, ModelServerError, NativeCall, ToolMode
+from envfarm.agent.protocol import CALL_CLOSE, CALL_OPEN, tool_schemas
 
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 # How vLLM, SGLang and OpenAI say a request does not fit the context window (a 400).

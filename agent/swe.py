@@ -15,7 +15,7 @@ from typing import Callable
 from envfarm.errors import EngineUnavailable, EnvfarmError, ImageMissing, SandboxError, StoreError
 from envfarm.sandbox.protocol import Sandbox
 from envfarm.task import TaskSpec
-from envfarm.trainer.agent.episode import AgentPolicy, EpisodeLimits, Transcript, run_episode
+from envfarm.agent.episode import AgentPolicy, EpisodeLimits, Transcript, run_episode
 from envfarm.verifiers.reward import Reward
 from envfarm.verifiers.swe import SweVerifier
 

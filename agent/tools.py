@@ -10,7 +10,7 @@ import shlex
 
 from envfarm.errors import SandboxError
 from envfarm.sandbox.protocol import Sandbox
-from envfarm.trainer.agent.protocol import ToolCall
+from envfarm.agent.protocol import ToolCall
 
 _STR_REPLACE = r"""
 import base64, json, os, sys

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 
-from envfarm.trainer.agent.protocol import ToolCall
+from envfarm.agent.protocol import ToolCall
 
 
 class ScriptedPolicy:

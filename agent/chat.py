@@ -14,8 +14,8 @@ as an error observation, as in the text protocol. A model server that stays unre
 policy's doing, so `swe_rollout` does not grade it. A conversation that outgrew the model's context
 (`ContextExceeded`) ends it with "max_context", a limit like max_tokens: graded as it stands.
 
-This lives in `trainer/agent/` with the rest of the scaffold (DESIGN.md: the scaffold is one package that
-serves the trainer and external agents); it imports neither torch nor the model.
+Part of the scaffold package `envfarm.agent` (DESIGN.md: one package that serves the trainer, the
+integrations and external agents); it imports neither torch nor the model.
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from typing import Any, Literal, Protocol
 from envfarm.errors import EnvfarmError, SandboxError
 from envfarm.sandbox.protocol import Sandbox
 from envfarm.task import TaskSpec
-from envfarm.trainer.agent.episode import EpisodeLimits, Transcript, _clip
-from envfarm.trainer.agent.protocol import CALL_CLOSE, CALL_OPEN, ToolCall, ToolCallError, parse_tool_call, validate_call
-from envfarm.trainer.agent.tools import collect_patch, run_tool
+from envfarm.agent.episode import EpisodeLimits, Transcript, _clip
+from envfarm.agent.protocol import CALL_CLOSE, CALL_OPEN, ToolCall, ToolCallError, parse_tool_call, validate_call
+from envfarm.agent.tools import collect_patch, run_tool
 
 ToolMode = Literal["native", "text"]
 

@@ -8,7 +8,7 @@ line without its newline (a kill in the middle of a write, a full disk), so ever
 and a re-run skips exactly the (task, k) pairs that have one. pass@k is computed from the file, so it
 counts earlier runs too.
 
-Kept beside the scaffold in `trainer/agent/` (see `rollout_cli`); plain JSON, no trainer import needed to read it.
+Part of the scaffold package (see `rollout_cli`); plain JSON, no trainer import needed to read it.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from envfarm.errors import EnvfarmError
-from envfarm.trainer.agent.episode import Transcript
+from envfarm.agent.episode import Transcript
 from envfarm.verifiers.reward import Reward
 
 

@@ -9,10 +9,9 @@ graded in a fresh one by `SweVerifier` (`swe_rollout`). Lines go to `--out` as t
 the (task, k) pairs already there. Episodes that failed for infrastructure reasons (model server down, a
 sandbox that kept dying, a missing image) are reported and not written, so the next run retries them.
 
-Why here, in `trainer/agent/`: it is the scaffold's own driver (episode, tools, SWE rollout) with an external
-policy; DESIGN.md lets only the CLI import `trainer`, and this module is reached only through the CLI's
-mount table. It imports neither torch nor the model, so `envfarm rollout` starts fast on a machine without
-a GPU. When `integrations/` needs the scaffold, `trainer/agent/` moves to its own package whole.
+Why here, in the scaffold package `envfarm.agent`: it is the scaffold's own driver (episode, tools, SWE
+rollout) with an external policy, and needs nothing from the trainer. It imports neither torch nor the
+model, so `envfarm rollout` starts fast on a machine without a GPU.
 """
 
 from __future__ import annotations
@@ -139,10 +138,10 @@ def rollout(
     import httpx
 
     from envfarm import sandbox as sandboxes
-    from envfarm.trainer.agent.episode import EpisodeLimits
-    from envfarm.trainer.agent.openai_chat import OpenAIChatPolicy
-    from envfarm.trainer.agent.swe import swe_rollout
-    from envfarm.trainer.agent.trajectories import TrajectoryFile, summarize, trajectory_row
+    from envfarm.agent.episode import EpisodeLimits
+    from envfarm.agent.openai_chat import OpenAIChatPolicy
+    from envfarm.agent.swe import swe_rollout
+    from envfarm.agent.trajectories import TrajectoryFile, summarize, trajectory_row
     from envfarm.verifiers.swe import SweVerifier
 
     url = base_url(model)
