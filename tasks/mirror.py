@@ -81,6 +81,13 @@ class Mirror:
     def parents(self, sha: str) -> list[str]:
         return self.git_bytes("rev-list", "--parents", "-n", "1", sha).decode().split()[1:]
 
+    def merge_base(self, a: str, b: str) -> str:
+        """The best common ancestor: where GitHub starts a pull request's diff."""
+        out = self.git_bytes("merge-base", a, b).decode().strip()
+        if not out:
+            raise MirrorError(f"{a[:12]} and {b[:12]} share no history", "re-fetch the mirror", "commit_missing")
+        return out
+
     def diff(self, base: str, head: str) -> bytes:
         """Raw bytes: the caller decides what a non-UTF-8 diff means."""
         return self.git_bytes("diff", "--no-color", "--no-ext-diff", "--no-renames", "--full-index", base, head)

@@ -253,10 +253,14 @@ class GitHubClient:
         except GraphQLUnavailable as exc:
             self._fell_back(activity, f"closing references: {exc}")
             return False
-        for number, (issues, first_commit) in links.items():
-            activity.references.extend(CrossReference(issue, number) for issue in issues)
-            if first_commit is not None and number in activity.pulls:
-                activity.pulls[number] = replace(activity.pulls[number], first_commit_at=first_commit)
+        for number, facts in links.items():
+            activity.references.extend(CrossReference(issue, number) for issue in facts.issues)
+            pull = activity.pulls.get(number)
+            if pull is not None:
+                activity.pulls[number] = replace(
+                    pull, first_commit_at=facts.first_commit or pull.first_commit_at, files=facts.files or pull.files,
+                    changed_files=_first_known(facts.changed_files, pull.changed_files),
+                    additions=_first_known(facts.additions, pull.additions), deletions=_first_known(facts.deletions, pull.deletions))
         return True
 
     def _comments(self, activity: RepoActivity, repo: str) -> None:
@@ -280,6 +284,10 @@ class GitHubClient:
 
     def close(self) -> None:
         self.http.close()
+
+
+def _first_known(*values: int | None) -> int | None:
+    return next((v for v in values if v is not None), None)
 
 
 def _graphql_url(base_url: str) -> str:

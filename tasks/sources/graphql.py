@@ -8,6 +8,7 @@ Anything unexpected in an answer raises GraphQLUnavailable with a reason; the cl
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable
 
@@ -26,6 +27,8 @@ query($owner: String!, $name: String!, $after: String) {
         number
         closingIssuesReferences(first: 10) { nodes { number repository { nameWithOwner } } }
         commits(first: 1) { nodes { commit { authoredDate } } }
+        changedFiles additions deletions
+        files(first: 100) { nodes { path } }
       }
     }
   }
@@ -67,8 +70,36 @@ def _nodes(obj: Any, *path: str) -> list[Any]:
     return nodes
 
 
-def _pull_links(node: Any, repo: str) -> tuple[int, list[int], datetime | None]:
-    """One PR node: its number, the same-repository issues it closes, its first commit's author time."""
+@dataclass(frozen=True)
+class PullFacts:
+    """What GraphQL adds to a REST pull record: closing references, first-commit time, what the PR changed."""
+
+    issues: list[int]
+    first_commit: datetime | None
+    files: tuple[str, ...] | None = None  # None when GitHub did not list every file (over 100) or left it out
+    changed_files: int | None = None
+    additions: int | None = None
+    deletions: int | None = None
+
+
+def _count(node: Any, key: str) -> int | None:
+    value = node.get(key) if isinstance(node, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _changed_paths(node: Any, changed: int | None) -> tuple[str, ...] | None:
+    """The PR's file list, only when it is complete: a partial list would refuse every large PR."""
+    files = node.get("files") if isinstance(node, dict) else None
+    nodes = files.get("nodes") if isinstance(files, dict) else None
+    if not isinstance(nodes, list) or changed is None:
+        return None
+    paths = tuple(n["path"] for n in nodes if isinstance(n, dict) and isinstance(n.get("path"), str))
+    return paths if len(paths) == len(nodes) == changed else None
+
+
+def _pull_links(node: Any, repo: str) -> tuple[int, PullFacts]:
+    """One PR node: its number, the same-repository issues it closes, its first commit's author time and
+    the files, additions and deletions GitHub counts for it (each optional: older answers lack them)."""
     number = _field(node, "number")
     if not isinstance(number, int):
         raise GraphQLUnavailable("GraphQL pull request number is not an integer")
@@ -82,20 +113,21 @@ def _pull_links(node: Any, repo: str) -> tuple[int, list[int], datetime | None]:
         first = parse_time(_field(commits[0], "commit", "authoredDate")) if commits else None
     except ValueError as exc:
         raise GraphQLUnavailable(f"GraphQL authoredDate of PR #{number} is not a time: {exc}") from exc
-    return number, issues, first
+    changed = _count(node, "changedFiles")
+    return number, PullFacts(issues, first, _changed_paths(node, changed), changed, _count(node, "additions"), _count(node, "deletions"))
 
 
-def closing_links(post: Post, repo: str, wanted: set[int]) -> dict[int, tuple[list[int], datetime | None]]:
+def closing_links(post: Post, repo: str, wanted: set[int]) -> dict[int, PullFacts]:
     """Merged PRs, newest first, page by page until every PR in `wanted` was seen (or none are left)."""
     owner, name = repo.split("/", 1)
-    links: dict[int, tuple[list[int], datetime | None]] = {}
+    links: dict[int, PullFacts] = {}
     after: str | None = None
     while True:
         data = post(PULLS_QUERY, {"owner": owner, "name": name, "after": after})
         connection = _field(data, "repository", "pullRequests")
         for node in _nodes(data, "repository", "pullRequests"):
-            number, issues, first = _pull_links(node, repo)
-            links[number] = (issues, first)
+            number, facts = _pull_links(node, repo)
+            links[number] = facts
         page = _field(connection, "pageInfo")
         if wanted <= set(links) or not page.get("hasNextPage") or not page.get("endCursor"):
             return links

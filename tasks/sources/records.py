@@ -84,6 +84,12 @@ class PullRequest:
     commit_messages: tuple[str, ...] = ()
     # Not a REST field: GraphQL's first commit authoredDate, or a dump's "first_commit_at". It bounds hints_text.
     first_commit_at: datetime | None = None
+    # What GitHub itself says the PR changed, when the source knows it (GraphQL, a single-PR REST record, a
+    # dump): the candidate's computed diff must agree, or the candidate is refused (`diff_mismatch`).
+    files: tuple[str, ...] | None = None  # paths, as the PR's "files changed" lists them; None: unknown
+    changed_files: int | None = None
+    additions: int | None = None
+    deletions: int | None = None
 
     @classmethod
     def from_api(cls, doc: dict[str, Any]) -> "PullRequest":
@@ -100,7 +106,30 @@ class PullRequest:
             commit_count=int(doc.get("commits") or 1),
             commit_messages=tuple(doc.get("commit_messages") or ()),
             first_commit_at=parse_time(doc.get("first_commit_at")),
+            files=_file_list(doc.get("files")),
+            changed_files=_count(doc.get("changed_files")),
+            additions=_count(doc.get("additions")),
+            deletions=_count(doc.get("deletions")),
         )
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _file_list(value: Any) -> tuple[str, ...] | None:
+    """A PR's changed paths from a dump: REST `/pulls/N/files` entries ({"filename": ...}), GraphQL nodes
+    ({"path": ...}) or plain strings. Anything else is 'unknown', never an empty list (which would claim
+    the PR changed nothing)."""
+    if not isinstance(value, list):
+        return None
+    paths = []
+    for entry in value:
+        path = entry.get("filename") or entry.get("path") if isinstance(entry, dict) else entry
+        if not isinstance(path, str) or not path:
+            return None
+        paths.append(path)
+    return tuple(paths)
 
 
 @dataclass(frozen=True)
