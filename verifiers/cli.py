@@ -29,12 +29,14 @@ def web(
     out: Optional[Path] = typer.Option(None, "--out", help="evidence folder (default: a new temp folder)"),
     command: Optional[str] = typer.Option(None, "--command", help="start command instead of static serving ({port} or $PORT)"),
     judge_weight: float = typer.Option(0.0, "--judge-weight", help="blend in the judge (needs ENVFARM_JUDGE_URL)"),
+    gate: str = typer.Option("render", "--gate", help="reward gate: render (0 when the page did not render) | executability | none"),
 ) -> None:
     """Verify one web app: serve it, drive it with the script, record and score it.
 
     Prints the reward as JSON on stdout and the HTML report's path on stderr; exits 0 if it passed, 1 if not.
     """
     from envfarm.errors import EnvfarmError
+    from envfarm.verifiers.web.blend import RewardBlend
     from envfarm.verifiers.web.judge import JudgeClient
     from envfarm.verifiers.web.verifier import WebVerifier
 
@@ -46,7 +48,7 @@ def web(
         if existing is not None and not existing.is_dir():
             raise EnvfarmError(f"--out {out}: {existing} is a file, not a folder", "pass a new or existing folder for the evidence, or omit --out")
     served = {"root": str(app_dir), **({"command": command} if command else {})}
-    reward = WebVerifier(judge=JudgeClient.from_env(), judge_weight=judge_weight).verify_app(served, script, out)
+    reward = WebVerifier(judge=JudgeClient.from_env(), blend=RewardBlend(judge_weight, gate)).verify_app(served, script, out)
     sys.stdout.write(reward.to_json() + "\n")
     sys.stderr.write(f"report: {reward.evidence.get('report_html', '(none)')}\n")
     raise typer.Exit(0 if reward.passed else 1)

@@ -1,5 +1,5 @@
-"""Pieces of the web verifier that need no browser: frame signals, the judge client (against a real
-HTTP server on 127.0.0.1), and the ffmpeg link for Playwright."""
+"""Pieces of the web verifier that need no browser: frame signals and the ffmpeg link for Playwright
+(the judge client has its own tests: test_web_judge.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ import pytest
 
 from envfarm.errors import EnvfarmError
 from envfarm.verifiers.web import setup_ffmpeg
-from envfarm.verifiers.web.judge import JudgeClient, parse_verdict
-from envfarm.verifiers.web.visual import Frames, align_to_flash, blank_fraction, changed_fraction, is_blank, motion_series, save_png
+from envfarm.verifiers.web.visual import Frames, align_to_flash, blank_fraction, changed_fraction, is_blank, motion_series
 
 
 def _frame(color=(255, 255, 255), h=120, w=160) -> np.ndarray:
@@ -53,45 +52,6 @@ def test_align_to_flash_shifts_times():
     offset = align_to_flash(frames, flash_s=0.1)
     assert offset == pytest.approx(0.3) and frames.times[4] == pytest.approx(0.1)
     assert align_to_flash(Frames(times=np.arange(3) / 10, rgb=np.stack([_frame()] * 3)), 0.1) is None
-
-
-def test_judge_sends_keyframes_and_rubric_and_reads_scores(chat_server, tmp_path):
-    url, handler = chat_server
-    content = 'Here you go:\n```json\n{"executability": 10, "functional": 7, "visual": 12, "rationale": "ball moves"}\n```'
-    handler.reply = {"choices": [{"message": {"role": "assistant", "content": content}}]}
-    frames = [save_png(_frame((i * 20, 0, 0)), tmp_path / f"k{i}.png") for i in range(12)]
-    verdict = JudgeClient(url, "qwen-vl", api_key="k-123", max_images=5).judge(frames, "a circling ball", ["animates #spinner: moved in 0%"])
-    assert (verdict.executability, verdict.functional, verdict.visual) == (1.0, 0.7, 1.0)
-    assert verdict.rationale == "ball moves" and verdict.model == "qwen-vl"
-    request = handler.seen[0]
-    assert request["path"] == "/v1/chat/completions" and request["auth"] == "Bearer k-123"
-    parts = request["body"]["messages"][0]["content"]
-    images = [p for p in parts if p["type"] == "image_url"]
-    assert len(images) == 5 and all(p["image_url"]["url"].startswith("data:image/png;base64,") for p in images)
-    assert "a circling ball" in parts[0]["text"] and "animates #spinner" in parts[0]["text"]
-
-
-def test_judge_errors_are_named(chat_server, tmp_path):
-    url, handler = chat_server
-    handler.reply = "not json at all"
-    with pytest.raises(EnvfarmError, match="not an OpenAI chat completion"):
-        JudgeClient(url, "m").judge([], "", [])
-    handler.reply = {"choices": [{"message": {"content": "I think it looks nice."}}]}
-    with pytest.raises(EnvfarmError, match="without JSON"):
-        JudgeClient(url, "m").judge([], "", [])
-    with pytest.raises(EnvfarmError, match="lacks numeric"):
-        parse_verdict('{"executability": "high"}', "m")
-    with pytest.raises(EnvfarmError, match="unreachable"):
-        JudgeClient("http://127.0.0.1:9", "m", timeout=2).judge([], "", [])
-
-
-def test_judge_is_off_unless_configured(monkeypatch):
-    monkeypatch.delenv("ENVFARM_JUDGE_URL", raising=False)
-    assert JudgeClient.from_env() is None
-    monkeypatch.setenv("ENVFARM_JUDGE_URL", "http://127.0.0.1:1/v1")
-    monkeypatch.setenv("ENVFARM_JUDGE_MODEL", "vl")
-    client = JudgeClient.from_env()
-    assert client is not None and client.model == "vl"
 
 
 def test_setup_ffmpeg_is_idempotent_and_repairs(tmp_path, monkeypatch):

@@ -2,18 +2,19 @@
 
 `verify_web_async` shares one `BrowserHost` across concurrent verifications (one context each).
 `WebVerifier` is the synchronous entry point: `verify_app` for an app folder and a script (what
-`envfarm verify web` runs), `verify` for a `kind == "web"` task and its sandbox. Nothing in the RL loop
-calls it yet: the trainer's task families are func and swe, and a web family is separate work.
+`envfarm verify web` runs), `verify` for a `kind == "web"` task and its sandbox. The RL loop's web family
+(trainer/families/web.py) calls `verify_web_async` on pages the policy wrote, one browser per worker call.
+The reward is blend.py's: a deterministic gate x a blend of the checks' score and the optional judge's
+(judge.py: the session video, or ordered frames, sent to an OpenAI-compatible multimodal model).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from envfarm.errors import EnvfarmError
 from envfarm.sandbox.protocol import Sandbox
@@ -22,30 +23,15 @@ from envfarm.verifiers.reward import Reward
 from envfarm.verifiers.web.browser import BrowserHost, BrowserLimits
 from envfarm.verifiers.web.cdn import CdnShim
 from envfarm.verifiers.web.checks import score, session_checks, visual_checks
-from envfarm.verifiers.web.judge import JudgeClient
+from envfarm.verifiers.web.blend import RewardBlend, blended_reward, render_failure
+from envfarm.verifiers.web.judge import JudgeClient, JudgeInput
 from envfarm.verifiers.web.report import write_evidence
 from envfarm.verifiers.web.runner import run_session
 from envfarm.verifiers.web.script import InteractionScript, load_script
-from envfarm.verifiers.web.serve import copy_from_sandbox, serve_command, serve_folder
+from envfarm.verifiers.web.serve import copy_from_sandbox, serve_app
 from envfarm.verifiers.web.visual import Frames, align_to_flash, decode
 
 ANALYSIS_FPS = 10.0
-
-
-@contextlib.contextmanager
-def serve_app(app: dict[str, Any] | Path | str) -> Iterator[str]:
-    """`app` is a folder (static) or {"root": folder, "command": "...", "port": n, "ready_path": "/"}."""
-    if isinstance(app, (str, Path)):
-        app = {"root": str(app)}
-    root = Path(app["root"])
-    if not root.is_dir():
-        raise EnvfarmError(f"app folder {root} does not exist", "build the app first, or pass the folder holding index.html")
-    if app.get("command"):
-        with serve_command(app["command"], root, app.get("port"), app.get("ready_path", "/"), float(app.get("ready_timeout", 30))) as origin:
-            yield origin
-    else:
-        with serve_folder(root) as origin:
-            yield origin
 
 
 async def verify_web_async(
@@ -54,12 +40,12 @@ async def verify_web_async(
     script: InteractionScript,
     out_dir: Path,
     judge: JudgeClient | None = None,
-    judge_weight: float = 0.0,
+    blend: RewardBlend | None = None,
     cdn: CdnShim | None = None,
 ) -> Reward:
-    """Verify one app. With a judge, its mean score is blended in with `judge_weight` (0 keeps the
-    deterministic reward and only records the judge's verdict); `passed` stays deterministic. CDN
-    requests are served by `cdn` (default: a shim on ENVFARM_HOME/cdn and ENVFARM_NPM_REGISTRY)."""
+    """Verify one app. The value is `blend`'s (default: ReLook's render gate x the checks' score; with a
+    judge, x a blend with its mean score); `passed` stays deterministic. CDN requests are served by `cdn`
+    (default: a shim on ENVFARM_HOME/cdn and ENVFARM_NPM_REGISTRY)."""
     start = time.monotonic()
     out_dir.mkdir(parents=True, exist_ok=True)
     await host.ensure_alive()
@@ -88,11 +74,11 @@ async def verify_web_async(
     }
     value = 1.0 if passed else min(scores.value, 0.99)
     evidence = await asyncio.to_thread(write_evidence, out_dir, record, script, frames, scores, details)
-    if judge is not None:
-        verdict = await asyncio.to_thread(judge.judge, [Path(p) for p in evidence["keyframes"]], script.rubric, details["failed_checks"])
-        details["judge"] = verdict.to_dict()
-        judged = (verdict.executability + verdict.functional + verdict.visual) / 3
-        value = round((1 - judge_weight) * value + judge_weight * judged, 4)
+    first_load = next((r for r in record.steps if script.steps[r.index].goto is not None), None)
+    not_rendered = render_failure(checks, first_load is not None and first_load.ok)
+    value, judged = await asyncio.to_thread(blended_reward, blend or RewardBlend(), scores, value, not_rendered, judge,
+                                            lambda: JudgeInput.from_report(Path(evidence["report_json"]), script.rubric))
+    details.update(judged)
     details["seconds"] = round(time.monotonic() - start, 3)
     evidence_paths = {k: v for k, v in evidence.items() if isinstance(v, str)}
     return Reward(value, passed, details, evidence_paths)
@@ -102,14 +88,15 @@ class WebVerifier:
     """Synchronous façade: one browser per call unless a running `host` is shared by the caller."""
 
     def __init__(
-        self, limits: BrowserLimits | None = None, judge: JudgeClient | None = None, judge_weight: float = 0.0, evidence_root: Path | None = None,
-        cdn: CdnShim | None = None,
+        self, limits: BrowserLimits | None = None, judge: JudgeClient | None = None, blend: RewardBlend | None = None,
+        evidence_root: Path | None = None, cdn: CdnShim | None = None,
     ) -> None:
-        if not 0.0 <= judge_weight <= 1.0:
-            raise EnvfarmError(f"judge_weight {judge_weight} is outside [0, 1]", "pass a weight between 0 (checks only) and 1 (judge only)")
+        self.blend = blend or RewardBlend()
+        if self.blend.judge_weight > 0 and judge is None:
+            raise EnvfarmError(f"judge_weight is {self.blend.judge_weight} but no judge is configured",
+                               "set ENVFARM_JUDGE_URL (and ENVFARM_JUDGE_MODEL) or leave the judge weight at 0")
         self.limits = limits or BrowserLimits()
         self.judge = judge
-        self.judge_weight = judge_weight
         self.evidence_root = evidence_root
         self.cdn = cdn
 
@@ -119,7 +106,7 @@ class WebVerifier:
 
         async def main() -> Reward:
             async with BrowserHost(self.limits) as host:
-                return await verify_web_async(host, app, script, out_dir, self.judge, self.judge_weight, self.cdn)
+                return await verify_web_async(host, app, script, out_dir, self.judge, self.blend, self.cdn)
 
         return asyncio.run(main())
 
