@@ -83,7 +83,7 @@ def consistency_problems(parsed: ParsedLog, exit_code: int | None = None) -> lis
     (`parsed.native`): the harness's ids can merge several tests into one.
     """
     parsed = parsed.native or parsed
-    found: list[str] = []
+    found: list[str] = list(parsed.contradictions)
     counts = parsed.counts()
     bad_lines = counts.get("FAILED", 0) + counts.get("ERROR", 0)
     rep = parsed.reported

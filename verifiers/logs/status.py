@@ -83,6 +83,9 @@ class ParsedLog:
     # Under the harness's naming, envfarm's own exact reading of the same log: the checks against the
     # runner's totals count its results, since the harness's ids can merge tests (shared docstrings).
     native: ParsedLog | None = None
+    # Lines that contradict the runner's own accounting (a result for a test that never started, more
+    # passes than the runner's summary counts): forged or broken, and grading treats any as suspicious.
+    contradictions: list[str] = field(default_factory=list)
 
     def count_line(self, source: str, word: str) -> None:
         bucket = self.line_counts.setdefault(source, {})

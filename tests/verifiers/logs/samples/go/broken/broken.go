@@ -1,0 +1,3 @@
+package broken
+
+func Thing() int { return 1 }

@@ -1,0 +1,9 @@
+package broken
+
+import "testing"
+
+func TestThing(t *testing.T) {
+	if NotDefined() != 1 {
+		t.Fatal()
+	}
+}
