@@ -37,6 +37,11 @@ CHROMIUM_FLAGS = [
     "--no-first-run",
     "--disable-extensions",
     "--mute-audio",
+    # WebGL without a GPU: ANGLE on SwiftShader. Chromium still falls back to it by itself with
+    # --disable-gpu (seen with Chromium 156: WebGL 1 and 2, renderer "ANGLE (Google, Vulkan 1.3.0
+    # (SwiftShader Device (Subzero)...)"), but has announced that the automatic fallback goes away;
+    # this flag asks for it explicitly, so three.js / p5 / pixi pages keep drawing when it does.
+    "--enable-unsafe-swiftshader",
     PROXY_FLAG,
 ]
 

@@ -14,11 +14,12 @@ kills the browser.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, AsyncIterator
 from urllib.parse import urljoin
 
 from playwright.async_api import BrowserContext, Page, Route
@@ -66,6 +67,7 @@ class SessionRecord:
     checks: list[CheckResult] = field(default_factory=list)
     console_errors: list[str] = field(default_factory=list)
     page_errors: list[str] = field(default_factory=list)
+    page_error_times: list[float] = field(default_factory=list)  # session clock, one per page error
     failed_requests: list[str] = field(default_factory=list)
     blocked_requests: list[str] = field(default_factory=list)
     cdn_requests: list[dict[str, Any]] = field(default_factory=list)  # every CDN request and what the shim did
@@ -167,7 +169,7 @@ _SCROLL_STILL_JS = """(bound) => new Promise((resolve) => {
 _TWO_FRAMES_JS = "() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(() => r(true))))"
 
 
-async def _settle(page: Page, in_flight: set[Any], bound_ms: int) -> dict[str, bool]:
+async def settle(page: Page, in_flight: set[Any], bound_ms: int) -> dict[str, bool]:
     """Wait, each part bounded, until the step's effect has settled: the scroll position is unchanged
     for three animation frames, no request is in flight, and two more frames have been painted."""
     out: dict[str, bool] = {}
@@ -187,16 +189,23 @@ async def _settle(page: Page, in_flight: set[Any], bound_ms: int) -> dict[str, b
     return out
 
 
-async def _keyframe(page: Page, rec: StepRecord, keyframes: Path | None, t0: float, bound_ms: int) -> None:
-    if keyframes is None:
-        return
-    path = keyframes / f"step-{rec.index:02d}.png"
+async def screenshot(page: Page, path: Path, t0: float, bound_ms: int) -> float | None:
+    """A keyframe: the screenshot's time on the session clock, or None when none could be taken."""
     taken = time.monotonic() - t0
     try:
         await asyncio.wait_for(page.screenshot(path=str(path), timeout=bound_ms), timeout=bound_ms / 1000 + 1)
     except (PlaywrightError, asyncio.TimeoutError):
-        return  # the report falls back to the video frame, and says so
-    rec.keyframe, rec.keyframe_s = str(path), round(taken, 3)
+        return None
+    return round(taken, 3)
+
+
+async def _keyframe(page: Page, rec: StepRecord, keyframes: Path | None, t0: float, bound_ms: int) -> None:
+    if keyframes is None:
+        return
+    path = keyframes / f"step-{rec.index:02d}.png"
+    taken = await screenshot(page, path, t0, bound_ms)
+    if taken is not None:  # else the report falls back to the video frame, and says so
+        rec.keyframe, rec.keyframe_s = str(path), taken
 
 
 async def _run_steps(page: Page, script: InteractionScript, record: SessionRecord, t0: float,
@@ -210,7 +219,7 @@ async def _run_steps(page: Page, script: InteractionScript, record: SessionRecor
         try:
             await asyncio.wait_for(_act(page, step, record.origin, timeout_ms), timeout=timeout_ms / 1000 + 1)
             await page.wait_for_timeout(step.settle_ms)
-            rec.settled = await _settle(page, in_flight, bound_ms)
+            rec.settled = await settle(page, in_flight, bound_ms)
         except (PlaywrightError, asyncio.TimeoutError) as exc:
             rec.ok, rec.error = False, (str(exc).splitlines() or [type(exc).__name__])[0][:300]
             rec.ended_s = rec.window_end_s = time.monotonic() - t0
@@ -241,11 +250,32 @@ async def _overflow(page: Page) -> dict[str, int]:
     )
 
 
-async def run_session(host: BrowserHost, origin: str, script: InteractionScript, out_dir: Path, cdn: CdnShim | None = None) -> SessionRecord:
-    """Run `script` against the app at `origin`; the video lands in out_dir/session.webm, step keyframes
-    in out_dir/keyframes. With `cdn`, CDN requests are answered from its cache instead of blocked."""
+@dataclass
+class LivePage:
+    """The page of a recorded session, with what the session body needs to drive and time it."""
+
+    page: Page
+    in_flight: set[Any]  # requests not yet finished or failed
+    t0: float  # the session clock's zero (time.monotonic())
+    keyframes: Path  # folder for screenshots taken along the way
+
+
+@contextlib.asynccontextmanager
+async def recorded_page(
+    host: BrowserHost, record: SessionRecord, out_dir: Path, viewport: dict[str, int], timeout_ms: int,
+    session_timeout_s: float, cdn: CdnShim | None = None, init_script: str | None = None,
+) -> AsyncIterator[LivePage | None]:
+    """A fresh browser context recording video, behind the request gate, with every console error,
+    uncaught exception and failed or blocked request written into `record` as it happens.
+
+    The one way both modes (a script's steps, the explorer's interactions) get a page: the body drives
+    `live.page`; a body that runs past `session_timeout_s` (asyncio.TimeoutError) or loses the browser
+    (PlaywrightError) ends the session with that written into `record`, not raised; it is None when
+    no page could be opened (the reason in `record.error`). On exit the context
+    is closed (the browser killed if closing hangs) and the video lands in out_dir/session.webm.
+    """
+    origin = record.origin
     out_dir.mkdir(parents=True, exist_ok=True)
-    record = SessionRecord(origin=origin)
     video_dir = out_dir / ".video"
     keyframes = out_dir / "keyframes"
     keyframes.mkdir(parents=True, exist_ok=True)
@@ -274,12 +304,20 @@ async def run_session(host: BrowserHost, origin: str, script: InteractionScript,
         elif req.url[:200] not in record.blocked_requests:
             record.failed_requests.append(f"{req.url[:200]} ({req.failure})")
 
+    def lost(exc: PlaywrightError) -> None:
+        record.error = (str(exc).splitlines() or ["browser error"])[0][:300]
+        if host.killed_for_memory:
+            record.error = f"browser killed by the memory watchdog (over {host.limits.memory_mb} MiB): {record.error}"
+
+    live: LivePage | None = None
     try:
         context = await host.browser.new_context(
-            viewport=script.viewport, record_video_dir=str(video_dir), record_video_size=script.viewport, service_workers="block"
+            viewport=viewport, record_video_dir=str(video_dir), record_video_size=viewport, service_workers="block"
         )
-        context.set_default_timeout(script.step_timeout_ms)
+        context.set_default_timeout(timeout_ms)
         await context.route("**/*", gate)
+        if init_script:
+            await context.add_init_script(script=init_script)
         page = await context.new_page()
         t0 = time.monotonic()
         # A black flash on about:blank before the first step lets the analysis align the video's clock
@@ -288,22 +326,22 @@ async def run_session(host: BrowserHost, origin: str, script: InteractionScript,
         record.sync_s = time.monotonic() - t0
         await page.wait_for_timeout(250)
         page.on("console", lambda msg: record.console_errors.append(msg.text[:300]) if msg.type == "error" else None)
-        page.on("pageerror", lambda exc: record.page_errors.append(str(exc)[:300]))
+        page.on("pageerror", lambda exc: (record.page_errors.append(str(exc)[:300]), record.page_error_times.append(round(time.monotonic() - t0, 3))))
         page.on("requestfailed", request_failed)
         page.on("request", lambda req: (in_flight.add(req), in_flight.discard(req.redirected_from)))
         page.on("requestfinished", lambda req: in_flight.discard(req))
         page.on("requestfailed", lambda req: in_flight.discard(req))
         page.on("response", lambda resp: record.failed_requests.append(f"{resp.url[:200]} (HTTP {resp.status})") if resp.status >= 400 else None)
-        await asyncio.wait_for(_run_steps(page, script, record, t0, in_flight, keyframes), timeout=script.session_timeout_s)
-        if script.check_overflow and record.steps and all(s.ok for s in record.steps):
-            record.overflow = await asyncio.wait_for(_overflow(page), timeout=script.step_timeout_ms / 1000)
+        live = LivePage(page, in_flight, t0, keyframes)
+    except PlaywrightError as exc:
+        lost(exc)
+    try:
+        yield live
     except asyncio.TimeoutError:
         record.timed_out = True
-        record.checks.append(CheckResult("session time limit", False, f"session ran past {script.session_timeout_s:.0f}s", None, "session", "executability"))
+        record.checks.append(CheckResult("session time limit", False, f"session ran past {session_timeout_s:.0f}s", None, "session", "executability"))
     except PlaywrightError as exc:
-        record.error = (str(exc).splitlines() or ["browser error"])[0][:300]
-        if host.killed_for_memory:
-            record.error = f"browser killed by the memory watchdog (over {host.limits.memory_mb} MiB): {record.error}"
+        lost(exc)
     finally:
         record.duration_s = time.monotonic() - t0
         if context is not None:
@@ -312,10 +350,22 @@ async def run_session(host: BrowserHost, origin: str, script: InteractionScript,
             except (asyncio.TimeoutError, PlaywrightError):
                 record.browser_killed = True
                 host.kill()
-    videos = sorted(video_dir.glob("*.webm"))
-    if videos:
-        target = out_dir / "session.webm"
-        shutil.move(str(videos[-1]), target)
-        record.video = str(target)
-    shutil.rmtree(video_dir, ignore_errors=True)
+        videos = sorted(video_dir.glob("*.webm"))
+        if videos:
+            target = out_dir / "session.webm"
+            shutil.move(str(videos[-1]), target)
+            record.video = str(target)
+        shutil.rmtree(video_dir, ignore_errors=True)
+
+
+async def run_session(host: BrowserHost, origin: str, script: InteractionScript, out_dir: Path, cdn: CdnShim | None = None) -> SessionRecord:
+    """Run `script` against the app at `origin`; the video lands in out_dir/session.webm, step keyframes
+    in out_dir/keyframes. With `cdn`, CDN requests are answered from its cache instead of blocked."""
+    record = SessionRecord(origin=origin)
+    async with recorded_page(host, record, out_dir, script.viewport, script.step_timeout_ms, script.session_timeout_s, cdn) as live:
+        if live is None:
+            return record
+        await asyncio.wait_for(_run_steps(live.page, script, record, live.t0, live.in_flight, live.keyframes), timeout=script.session_timeout_s)
+        if script.check_overflow and record.steps and all(s.ok for s in record.steps):
+            record.overflow = await asyncio.wait_for(_overflow(live.page), timeout=script.step_timeout_ms / 1000)
     return record

@@ -19,7 +19,7 @@ import tarfile
 import threading
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import httpx
 
@@ -97,3 +97,19 @@ def copy_from_sandbox(sandbox: Sandbox, root: str, dest: Path) -> Path:
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         tar.extractall(dest, filter="data")
     return dest
+
+
+@contextlib.contextmanager
+def serve_app(app: dict[str, Any] | Path | str) -> Iterator[str]:
+    """`app` is a folder (static) or {"root": folder, "command": "...", "port": n, "ready_path": "/"}."""
+    if isinstance(app, (str, Path)):
+        app = {"root": str(app)}
+    root = Path(app["root"])
+    if not root.is_dir():
+        raise EnvfarmError(f"app folder {root} does not exist", "build the app first, or pass the folder holding index.html")
+    if app.get("command"):
+        with serve_command(app["command"], root, app.get("port"), app.get("ready_path", "/"), float(app.get("ready_timeout", 30))) as origin:
+            yield origin
+    else:
+        with serve_folder(root) as origin:
+            yield origin
