@@ -8,10 +8,14 @@ import platform
 import statistics
 import subprocess
 import time
+import uuid
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 RESULTS = Path(__file__).parent / "results"
+# The PostgreSQL that store benchmarks use: a private schema in it, dropped afterwards (`make setup` starts one).
+PG_URL = os.environ.get("ENVFARM_BENCH_PG_URL") or os.environ.get("ENVFARM_TEST_PG_URL", "")
 
 
 def pct(values: Sequence[float], q: float) -> float:
@@ -93,3 +97,27 @@ def write_results(name: str, payload: dict[str, Any]) -> Path:
     tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
     tmp.replace(path)
     return path
+
+
+@contextmanager
+def postgres_schema(pg_url: str = PG_URL) -> Iterator[str]:
+    """A store URL for a private schema in the PostgreSQL at `pg_url`, dropped (with the store's engines) on exit."""
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(pg_url)
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    separator = "&" if "?" in pg_url else "?"
+    try:
+        yield f"{pg_url}{separator}options=-csearch_path%3D{schema}"
+    finally:
+        from envfarm.store import db
+
+        for url, store in list(db._stores.items()):
+            if schema in url:
+                store.dispose()
+                db._stores.pop(url, None)
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+        admin.dispose()

@@ -32,34 +32,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
-PG_URL = os.environ.get("ENVFARM_BENCH_PG_URL") or os.environ.get("ENVFARM_TEST_PG_URL", "")
+from bench.common import PG_URL, postgres_schema
 
 
 # -- stores ----------------------------------------------------------------------------------------
-@contextmanager
-def _postgres_schema() -> Iterator[str]:
-    """A private schema in the PostgreSQL at PG_URL, dropped on exit."""
-    import sqlalchemy as sa
-
-    admin = sa.create_engine(PG_URL)
-    schema = f"bench_{uuid.uuid4().hex[:10]}"
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    separator = "&" if "?" in PG_URL else "?"
-    try:
-        yield f"{PG_URL}{separator}options=-csearch_path%3D{schema}"
-    finally:
-        from envfarm.store import db
-
-        for url, store in list(db._stores.items()):
-            if schema in url:
-                store.dispose()
-                db._stores.pop(url, None)
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-        admin.dispose()
-
-
 @contextmanager
 def _store_url(kind: str, folder: Path) -> Iterator[str | None]:
     if kind == "sqlite":
@@ -67,7 +43,7 @@ def _store_url(kind: str, folder: Path) -> Iterator[str | None]:
     elif not PG_URL:
         yield None
     else:
-        with _postgres_schema() as url:
+        with postgres_schema() as url:
             yield url
 
 
