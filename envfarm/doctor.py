@@ -46,6 +46,29 @@ def _base_image() -> Check:
     return Check("base image", ok, f"{alias} ({hashed})" if ok else f"{hashed} is missing", "" if ok else "make setup")
 
 
+def _interpreters() -> Check:
+    """Which Python minors this machine can give a task environment: a Debian base per suite (built now,
+    or buildable on demand with debootstrap), and every other minor only where uv may download them."""
+    from envfarm.engine import connect
+    from envfarm.images.base import SUITE_PYTHON, has_base
+
+    try:
+        client = connect()
+        built = [f"{python} ({suite})" for suite, python in SUITE_PYTHON.items() if has_base(client, suite)]
+    except EnvfarmError as exc:
+        return Check("interpreters", False, exc.problem, exc.fix)
+    missing = [f"{python} ({suite})" for suite, python in SUITE_PYTHON.items() if f"{python} ({suite})" not in built]
+    detail = f"built: {', '.join(built) or 'none'}"
+    if missing:
+        how = "built on demand when a task needs one" if shutil.which("debootstrap") else "need debootstrap to be built"
+        detail += f"; {', '.join(missing)} {how}"
+    downloads = os.environ.get("ENVFARM_PYTHON_DOWNLOADS", "") in ("1", "true", "yes")
+    detail += ("; other minors (3.6-3.14) from uv downloads" if downloads else
+               "; other minors: none (set ENVFARM_PYTHON_DOWNLOADS=1 where uv can download interpreters)")
+    return Check("interpreters", bool(built) or shutil.which("debootstrap") is not None, detail,
+                 "" if built else "envfarm images build base --suite bookworm")
+
+
 def _store() -> Check:
     from envfarm.store.db import Store, redact
 
@@ -93,6 +116,7 @@ def run_checks() -> list[Check]:
     return [
         _engine(),
         _base_image(),
+        _interpreters(),
         _store(),
         _browser(),
         _ray(),

@@ -191,8 +191,13 @@ def print_funnel(summary: dict) -> None:
         reasons.add_column("status:reason")
         reasons.add_column("count", justify="right")
         for key, n in summary["reasons"].items():
-            reasons.add_row(key, str(n))
+            if key != "env_failed:python_unavailable":
+                reasons.add_row(key, str(n))
         console.print(reasons)
+    unavailable = (summary.get("python_unavailable") or {}).get("candidates", 0)
+    if unavailable:  # not the repository's failure: this machine has no such interpreter (`envfarm doctor` lists them)
+        console.print(f"python_unavailable (apart): {unavailable} candidate(s) need an interpreter this machine cannot offer; "
+                      f"env success on available interpreters: {summary.get('env_success_rate_available_interpreters')}")
 
 
 @app.command()

@@ -90,10 +90,17 @@ def funnel(store: Store, repos: list[str] | None = None) -> dict[str, Any]:
     for repo, status, reason in env_rows:
         envs.setdefault(repo, Counter())[f"{status}{':' + reason if reason else ''}"] += 1
     env_total = len(env_rows)
+    # No interpreter on this machine is not the repository's failure: counted apart, and left out of a
+    # second success rate (users whose uv can fetch interpreters would not see it).
+    unavailable = sum(1 for _, st, reason in env_rows if st == "failed" and reason == "python_unavailable")
     return {
         "repos": {f"{s}{':' + r if r else ''}": n for s, r, n in repo_rows},
         "env_images": {repo: dict(c) for repo, c in sorted(envs.items())},
         "env_success_rate": round(sum(1 for _, st, _ in env_rows if st == "ok") / env_total, 3) if env_total else None,
+        "python_unavailable": {"env_images": unavailable,
+                               "candidates": sum(1 for _, st, reason in rows if st == "env_failed" and reason == "python_unavailable")},
+        "env_success_rate_available_interpreters": (round(sum(1 for _, st, _ in env_rows if st == "ok") / (env_total - unavailable), 3)
+                                                    if env_total - unavailable else None),
         "pull_requests": prs,
         "candidates": candidates,
         "env_built": env_ok,

@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from envfarm.config import settings
 from envfarm.images.recipe import ImageRecipe
@@ -24,6 +25,7 @@ class Strategy:
     base_image: str = field(default_factory=lambda: settings().base_image)  # a base whose system Python is `python` needs no download
     env: tuple[tuple[str, str], ...] = ()
     notes: tuple[str, ...] = field(default_factory=tuple)
+    plan: Any = None  # the language's own description of the attempt (hashable), which its repairs change
 
 
 @dataclass(frozen=True)
@@ -33,9 +35,14 @@ class BuildOptions:
     base_image: str = field(default_factory=lambda: settings().base_image)  # ENVFARM_BASE_IMAGE reaches the miner here
     wheelhouse: tuple[tuple[str, bytes], ...] = ()  # (file name, wheel bytes) copied into the env layer
     offline: bool = False  # no package index: install only from the wheelhouse
-    time_cap: bool = True  # resolve dependencies as of the task's date (uv --exclude-newer)
-    float_tools: bool = True  # ...except build and test tooling (setuptools, pytest, ...), which must run on today's Python
+    time_cap: bool = True  # resolve dependencies as of the later of the task's and the base commit's date (uv --exclude-newer)
+    float_tools: bool = False  # exempt build and test tooling from the cap from the start (else only as a repair when resolution fails)
     build_timeout: float = 1800.0
+    # uv may download managed interpreters (users with internet); off: only the Debian bases' 3.9/3.11/3.13.
+    python_downloads: bool = field(default_factory=lambda: os.environ.get("ENVFARM_PYTHON_DOWNLOADS", "") in ("1", "true", "yes"))
+    build_bases: bool = True  # build a missing Debian interpreter base (bullseye/bookworm/trixie) when a recipe needs it
+    max_repairs: int = 4  # repair steps after one strategy's first failure
+    max_builds: int = 10  # env builds per (repository, version), repairs included
 
 
 class LanguageRecipes(Protocol):
@@ -55,4 +62,16 @@ class LanguageRecipes(Protocol):
 
     def env_steps(self, strategy: Strategy, collect_paths: list[str], options: BuildOptions) -> list[str]:
         """RUN steps that install the strategy into /testbed and prove tests can be collected."""
+        ...
+
+
+class Repairable(Protocol):
+    """Optional for a language: what the repair loop and the pre-build refusal call (see python.py)."""
+
+    def repair(self, strategy: Strategy, log: str, options: BuildOptions) -> Strategy | None:
+        """`strategy` changed in one specific way that answers the failure in `log`, or None."""
+        ...
+
+    def refusal(self, mirror: Mirror, commit: str) -> tuple[str, str] | None:
+        """(reason class, reason) when the repository is not mined at all."""
         ...

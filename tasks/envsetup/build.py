@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import docker
 
-from envfarm.errors import EngineUnavailable, ImageMissing, SandboxError
+from envfarm.config import base_image_for
+from envfarm.errors import EngineUnavailable, EnvfarmError, ImageMissing, SandboxError
 from envfarm.images import ImageRecipe, ensure_image
+from envfarm.images.base import SUITE_PYTHON
 from envfarm.images.build import ImageBuildError
 from envfarm.task import InstallConfig
 from envfarm.tasks.envsetup import recipes_for
 from envfarm.tasks.envsetup.base import BuildOptions, Strategy
-from envfarm.tasks.envsetup.failures import classify_build_failure, excerpt
+from envfarm.tasks.envsetup.failures import STAGE, classify_build_failure, excerpt
 from envfarm.tasks.mirror import Mirror
 
 REPO_STEPS = (
@@ -39,6 +41,7 @@ class Attempt:
     reason: str = ""
     seconds: float = 0.0
     cached: bool = False
+    repairs: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -52,17 +55,27 @@ class EnvResult:
     attempts: list[Attempt] = field(default_factory=list)
     seconds: float = 0.0
 
+    def best_failure(self) -> Attempt | None:
+        """The attempt that got furthest (tests ran > tests collected > installed > resolved > interpreter),
+        the latest of equals: a later near-miss tells more than the first attempt's early failure."""
+        failed = [a for a in self.attempts if not a.ok and a.reason_class != "skipped"]
+        if self.ok or not failed:
+            return None
+        return max(reversed(failed), key=lambda a: STAGE.get(a.reason_class, 3))
+
     @property
     def reason_class(self) -> str:
-        """The most telling failure: one from an interpreter that exists, over 'python_unavailable'."""
-        if self.ok or not self.attempts:
-            return ""
-        real = [a.reason_class for a in self.attempts if a.reason_class not in ("python_unavailable", "skipped")]
-        return real[0] if real else self.attempts[0].reason_class
+        best = self.best_failure()
+        return best.reason_class if best else ("" if self.ok or not self.attempts else self.attempts[0].reason_class)
 
     @property
     def reason(self) -> str:
-        return "; ".join(f"{a.strategy}: {a.reason_class}" for a in self.attempts if not a.ok)[:2000]
+        """The best attempt's whole explanation (uv's `cause:` lines included), then the other attempts' classes."""
+        best = self.best_failure()
+        if best is None:
+            return ""
+        others = "; ".join(f"{a.strategy}: {a.reason_class}" for a in self.attempts if not a.ok and a is not best)
+        return f"{best.strategy}: {best.reason_class}\n{best.reason}" + (f"\nother attempts: {others}" if others else "")
 
     def attempts_json(self) -> list[dict[str, Any]]:
         return [a.__dict__ for a in self.attempts]
@@ -95,53 +108,102 @@ def build_env(
     options: BuildOptions,
     client: docker.DockerClient | None = None,
     language: str = "python",
+    base_builder: Callable[[str], str] | None = None,
 ) -> EnvResult:
-    """Try each strategy; infrastructure errors (engine down, image missing) propagate to be retried."""
+    """Try each strategy, repairing each failure the recipes know how to answer, within
+    `options.max_builds` builds; infrastructure errors (engine down, disk full) propagate to be retried.
+
+    A missing Debian interpreter base is built on demand (once, under the image build lock) where
+    `options.build_bases` allows; `base_builder` stands in for `envfarm.images.base.build_base` in tests."""
     recipes = recipes_for(language)
     started = time.monotonic()
     result = EnvResult(repo, version, env_commit, ok=False)
+    refusal = getattr(recipes, "refusal", None)
+    refused = refusal(mirror, env_commit) if refusal else None
+    if refused:
+        result.attempts.append(Attempt("refused", False, *refused))
+        result.seconds = time.monotonic() - started
+        return result
     tooling: dict[str, str] = {}
     bundle = mirror.bundle(env_commit)
     unavailable: set[str] = set()
-    for strategy in recipes.strategies(mirror, env_commit, date, options):
-        if strategy.python in unavailable:  # the same interpreter download would fail the same way
-            result.attempts.append(Attempt(strategy.name, False, "skipped", f"python {strategy.python} unavailable"))
-            continue
-        if strategy.base_image not in tooling:
+    builds = 0
+    repair = getattr(recipes, "repair", None)
+    for root in recipes.strategies(mirror, env_commit, date, options):
+        strategy: Strategy | None = root
+        for _step in range(options.max_repairs + 1):
+            if strategy is None or builds >= options.max_builds:
+                break
+            if strategy.python in unavailable:  # the same interpreter would fail the same way
+                result.attempts.append(Attempt(strategy.name, False, "skipped", f"python {strategy.python} unavailable"))
+                break
+            if strategy.base_image not in tooling:
+                tag = _tooling(recipes, strategy, options, client, base_builder, result)
+                if tag is None:
+                    unavailable.add(strategy.python)
+                    break
+                tooling[strategy.base_image] = tag
+            recipe = env_recipe(bundle, repo, version, env_commit, strategy, collect_paths, options, tooling[strategy.base_image], language)
+            t0 = time.monotonic()
+            builds += 1
+            repairs = list((strategy.notes or ()))
             try:
-                tooling[strategy.base_image] = ensure_image(recipes.tooling(strategy.base_image), client).tag
-            except ImageMissing:
-                unavailable.add(strategy.python)
-                result.attempts.append(Attempt(strategy.name, False, "python_unavailable",
-                                               f"base image {strategy.base_image} is not built: run 'envfarm images build base --suite "
-                                               f"{strategy.base_image.split(':')[-1]}' to mine repositories that need Python {strategy.python}"))
+                built = ensure_image(recipe, client, timeout=options.build_timeout)
+            except (EngineUnavailable, ImageMissing, SandboxError):
+                raise
+            except ImageBuildError as exc:
+                log = exc.log or exc.problem
+                reason_class = classify_build_failure(log)
+                if reason_class == "disk_full":
+                    raise SandboxError(f"the engine ran out of disk building {repo}@{version}", "free disk space (envfarm images prune)") from None
+                result.attempts.append(Attempt(strategy.name, False, reason_class, excerpt(log), time.monotonic() - t0, repairs=repairs))
+                if reason_class == "python_unavailable":
+                    unavailable.add(strategy.python)
+                    break
+                strategy = repair(strategy, log, options) if repair else None
                 continue
-        recipe = env_recipe(bundle, repo, version, env_commit, strategy, collect_paths, options, tooling[strategy.base_image], language)
-        t0 = time.monotonic()
-        try:
-            built = ensure_image(recipe, client, timeout=options.build_timeout)
-        except (EngineUnavailable, ImageMissing, SandboxError):
-            raise
-        except ImageBuildError as exc:
-            reason_class = classify_build_failure(exc.log or exc.problem)
-            if reason_class == "disk_full":
-                raise SandboxError(f"the engine ran out of disk building {repo}@{version}", "free disk space (envfarm images prune)") from None
-            result.attempts.append(Attempt(strategy.name, False, reason_class, excerpt(exc.log or exc.problem), time.monotonic() - t0))
-            if reason_class == "python_unavailable":
-                unavailable.add(strategy.python)
-            continue
-        result.attempts.append(Attempt(strategy.name, True, seconds=built.seconds, cached=built.cached))
-        result.ok, result.image = True, built.tag
-        result.install = InstallConfig(
-            base_image=strategy.base_image,
-            python=strategy.python,
-            install=list(strategy.install),
-            test_cmd=strategy.test_cmd,
-            log_parser=strategy.log_parser,
-            exclude_newer=strategy.exclude_newer,
-            strategy=strategy.name,
-            env_image=built.tag,
-        )
-        break
+            result.attempts.append(Attempt(strategy.name, True, seconds=built.seconds, cached=built.cached, repairs=repairs))
+            result.ok, result.image = True, built.tag
+            result.install = InstallConfig(
+                base_image=strategy.base_image,
+                python=strategy.python,
+                install=list(strategy.install),
+                test_cmd=strategy.test_cmd,
+                log_parser=strategy.log_parser,
+                exclude_newer=strategy.exclude_newer,
+                strategy=strategy.name,
+                env_image=built.tag,
+            )
+            result.seconds = time.monotonic() - started
+            return result
     result.seconds = time.monotonic() - started
     return result
+
+
+def _tooling(recipes: Any, strategy: Strategy, options: BuildOptions, client: docker.DockerClient | None,
+             base_builder: Callable[[str], str] | None, result: EnvResult) -> str | None:
+    """The language tooling layer on the strategy's base, building a missing Debian base first when allowed."""
+    suite = next((s for s in SUITE_PYTHON if base_image_for(s) == strategy.base_image), None)
+    for first_try in (True, False):
+        try:
+            return ensure_image(recipes.tooling(strategy.base_image), client).tag
+        except ImageMissing:
+            if first_try and suite is not None and options.build_bases:
+                try:
+                    (base_builder or _build_base)(suite)
+                    continue
+                except EnvfarmError as exc:
+                    result.attempts.append(Attempt(strategy.name, False, "python_unavailable",
+                                                   f"building the {suite} base for Python {strategy.python} failed: {exc.line()}"))
+                    return None
+            hint = f"run 'envfarm images build base --suite {suite}'" if suite else "build or pull it"
+            result.attempts.append(Attempt(strategy.name, False, "python_unavailable",
+                                           f"base image {strategy.base_image} is not built: {hint} to mine repositories that need Python {strategy.python}"))
+            return None
+    return None
+
+
+def _build_base(suite: str) -> str:
+    from envfarm.images.base import build_base
+
+    return build_base(suite, on_log=lambda _line: None)
