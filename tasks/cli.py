@@ -129,6 +129,7 @@ def mine(
     until: Optional[str] = typer.Option(None, "--until", help="only pull requests created before this date"),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="retry candidates whose env failed or were rejected"),
     api_url: str = typer.Option("https://api.github.com", "--api-url", help="GitHub API base URL (GitHub Enterprise, recorded fixtures)"),
+    language: str = typer.Option("auto", "--language", help="auto (detect each repository's language from its files) or one of python, javascript, typescript, go, rust"),
 ) -> None:
     if ctx.invoked_subcommand is not None:
         return
@@ -142,6 +143,10 @@ def mine(
     if created_after and created_before and created_after >= created_before:
         raise EnvfarmError(f"--since {since} is not before --until {until}", "pass a --since date earlier than --until")
     wheels = read_wheelhouse(wheelhouse)
+    from envfarm.tasks.envsetup import known_languages
+
+    if language != "auto" and language not in known_languages():
+        raise EnvfarmError(f"--language {language!r} is not a language envfarm mines", f"pass --language auto or one of {', '.join(known_languages())}")
     from envfarm.runs import run_scope
     from envfarm.store import open_store
     from envfarm.tasks.candidates import FilterConfig
@@ -154,7 +159,7 @@ def mine(
     store = open_store()
     config = MineConfig(
         offline_dir=offline, api_url=api_url, max_prs=max_prs, repeats=repeats, retry_failed=retry_failed,
-        filters=FilterConfig(created_after=created_after, created_before=created_before),
+        filters=FilterConfig(created_after=created_after, created_before=created_before, language=language),
         options=BuildOptions(wheelhouse=wheels, offline=no_index, time_cap=not no_time_cap),
     )
     with run_scope(store, "mine", {"repos": names, "offline": str(offline or "")}) as run:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from envfarm.errors import EnvfarmError
 from envfarm.store import Store
@@ -23,31 +23,45 @@ from envfarm.task import TaskSpec
 from envfarm.tasks.store import load_tasks
 from envfarm.verifiers import harness
 
-# The harness parser that reads the runner behind each of envfarm's own parsers (for repositories the
-# harness does not know by name).
-_PARSER_FOR_NATIVE = {"pytest": "parse_log_pytest", "junit": "parse_log_pytest", "django": "parse_log_django",
-                      "unittest": "parse_log_django", "sympy": "parse_log_sympy"}
+# The harness parser that reads the runner behind each of envfarm's own parsers, per language (for
+# repositories the harness does not know by name). A language module adds its own row.
+_JS_PARSERS = {"jest": "parse_log_jest", "vitest": "parse_log_vitest", "tap": "parse_log_tap", "junit": "parse_log_jest_json"}
+HARNESS_PARSER_FOR_NATIVE: dict[str, dict[str, str]] = {
+    "python": {"pytest": "parse_log_pytest", "junit": "parse_log_pytest", "django": "parse_log_django",
+               "unittest": "parse_log_django", "sympy": "parse_log_sympy"},
+    "javascript": _JS_PARSERS,
+    "typescript": _JS_PARSERS,
+}
+# The line each harness parser reads for a passing test, from envfarm's id (`a > b > title` for the
+# JavaScript runners): Jest's verbose output prints the title alone under its describe blocks, Vitest's
+# the whole path, TAP `ok N - title`, and the jq transform of Jest's JSON `[PASSED] id`.
+RUNNER_LINES: dict[str, Callable[[str], str]] = {
+    "parse_log_django": lambda test_id: f"{test_id} ... ok",
+    "parse_log_sympy": lambda test_id: f"{test_id.rsplit('::', 1)[-1]} ok",
+    "parse_log_jest": lambda test_id: f"  ✓ {test_id.rsplit(' > ', 1)[-1]} (1 ms)",
+    "parse_log_vitest": lambda test_id: f" ✓ {test_id}",
+    "parse_log_tap": lambda test_id: f"ok 1 - {test_id.rsplit(' > ', 1)[-1]}",
+    "parse_log_jest_json": lambda test_id: f"[PASSED] {test_id}",
+}
 
 
 def _runner_line(parser_name: str, test_id: str) -> str:
     """The line the runner prints for a passing test, in the form the harness parser reads."""
-    if parser_name == "parse_log_django":
-        return f"{test_id} ... ok"
-    if parser_name == "parse_log_sympy":
-        return f"{test_id.rsplit('::', 1)[-1]} ok"
-    return f"PASSED {test_id}"  # every pytest-family parser reads -rA summary lines
+    line = RUNNER_LINES.get(parser_name)
+    return line(test_id) if line else f"PASSED {test_id}"  # every pytest-family parser reads -rA summary lines
 
 
 def harness_parser_name(task: TaskSpec) -> str:
     try:
         return harness.parser_for(task.repo)[0]
     except EnvfarmError:
-        name = _PARSER_FOR_NATIVE.get(task.install.log_parser)
+        name = HARNESS_PARSER_FOR_NATIVE.get(task.language, {}).get(task.install.log_parser)
         if name is None:
             raise EnvfarmError(
                 f"task {task.instance_id}: the SWE-bench harness has no parser for {task.repo} and none reads "
-                f"envfarm's {task.install.log_parser!r} logs",
-                "export only tasks whose tests run under pytest, Django's or unittest's runner, or sympy's",
+                f"envfarm's {task.install.log_parser!r} logs ({task.language})",
+                "export only tasks whose tests run under a runner the harness reads: pytest, Django's, unittest's or sympy's "
+                "(Python); Jest, Vitest, TAP or mocha (JavaScript/TypeScript)",
             ) from None
         return name
 
@@ -73,6 +87,7 @@ def export_row(task: TaskSpec) -> dict[str, Any]:
     if row["log_parser"] not in harness.module("log_parsers").PARSER_REGISTRY:
         row["log_parser"] = harness.parser_for(row["log_parser"])[0]  # a repository name: the harness's parser for it
     row["test_ids"] = "swebench"
+    row["language"] = task.language
     return row
 
 

@@ -8,9 +8,10 @@ an add and both halves apply with `git apply` and `patch` alike.
 
 from __future__ import annotations
 
+import posixpath
 import re
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Callable, Literal
 
 FileClass = Literal["test", "code", "docs"]
 
@@ -19,14 +20,21 @@ _BINARY = re.compile(r"^(Binary files .* differ|GIT binary patch)$", re.M)
 
 # Directory names that hold tests, in any language we mine.
 TEST_DIRS = frozenset({"test", "tests", "testing", "__tests__", "spec", "specs", "testdata", "test_data", "e2e"})
+_JS_EXT = r"[cm]?[jt]sx?"
 TEST_FILE_PATTERNS: dict[str, tuple[re.Pattern[str], ...]] = {
     "python": (re.compile(r"^test_.*\.py$"), re.compile(r".*_tests?\.py$"), re.compile(r"^conftest\.py$")),
     "go": (re.compile(r".*_test\.go$"),),
-    "javascript": (re.compile(r".*\.(test|spec)\.[cm]?[jt]sx?$"),),
-    "typescript": (re.compile(r".*\.(test|spec)\.[cm]?[jt]sx?$"),),
+    "javascript": (re.compile(rf".*[._-](test|spec)\.{_JS_EXT}$"), re.compile(r".*\.snap$")),
+    "typescript": (re.compile(rf".*[._-](test|spec)\.{_JS_EXT}$"), re.compile(r".*\.snap$")),
     "rust": (re.compile(r".*_tests?\.rs$"),),
     "java": (re.compile(r".*Tests?\.java$"), re.compile(r"^Test.*\.java$")),
     "ruby": (re.compile(r".*_spec\.rb$"), re.compile(r"^test_.*\.rb$"), re.compile(r".*_test\.rb$")),
+}
+# Per-language test directories beyond TEST_DIRS (Jest's mocks and snapshots live next to the code).
+EXTRA_TEST_DIRS: dict[str, frozenset[str]] = {
+    "javascript": frozenset({"__mocks__", "__snapshots__", "__fixtures__"}),
+    "typescript": frozenset({"__mocks__", "__snapshots__", "__fixtures__"}),
+    "rust": frozenset({"benches"}),
 }
 DOC_DIRS = frozenset({"doc", "docs", "documentation", ".github", "changelog.d", "changes", "newsfragments"})
 DOC_SUFFIXES = (".md", ".rst", ".txt", ".adoc", ".png", ".jpg", ".svg", ".gif")
@@ -40,7 +48,7 @@ def classify_path(path: str, language: str = "python") -> FileClass:
     dirs = [d.lower() for d in parts[:-1]]
     if language == "java" and "src/test/" in path:
         return "test"
-    if any(d in TEST_DIRS for d in dirs):
+    if any(d in TEST_DIRS or d in EXTRA_TEST_DIRS.get(language, ()) for d in dirs):
         return "test"
     patterns = TEST_FILE_PATTERNS.get(language, ()) + TEST_FILE_PATTERNS["python"]
     if any(p.match(name) for p in patterns):
@@ -48,6 +56,55 @@ def classify_path(path: str, language: str = "python") -> FileClass:
     if any(d in DOC_DIRS for d in dirs) or name.lower().endswith(DOC_SUFFIXES) or DOC_NAMES.match(name):
         return "docs"
     return "code"
+
+
+# -- which test files a runner is pointed at ------------------------------------------------------
+# A test_patch also carries fixtures, snapshots, mocks and helpers: the runner is pointed only at the
+# files that hold tests (what `TaskSpec.extra["test_directives"]` records, and run_tests appends to
+# the test command). Python's rule is the verifier's own (`selected_test_files`).
+_JS_SUPPORT_DIRS = frozenset({"__mocks__", "__snapshots__", "__fixtures__", "fixtures", "fixture", "helpers", "support", "utils", "testdata"})
+_JS_SOURCE = re.compile(rf".*\.{_JS_EXT}$")
+
+
+def _js_targets(paths: list[str]) -> list[str]:
+    out = []
+    for path in paths:
+        parts = path.split("/")
+        name, dirs = parts[-1], {d.lower() for d in parts[:-1]}
+        if not _JS_SOURCE.match(name) or name.endswith(".d.ts") or dirs & _JS_SUPPORT_DIRS:
+            continue
+        if TEST_FILE_PATTERNS["javascript"][0].match(name) or dirs & (TEST_DIRS | {"__tests__"}):
+            out.append(path)
+    return out
+
+
+def _go_targets(paths: list[str]) -> list[str]:
+    """`go test` takes packages: the folder of every `_test.go` file the patch leaves in place."""
+    dirs = (posixpath.dirname(p) for p in paths if p.endswith("_test.go"))
+    return list(dict.fromkeys(f"./{d}" if d else "." for d in dirs))
+
+
+TargetRule = Callable[[list[str]], list[str]]
+TARGET_RULES: dict[str, TargetRule] = {"javascript": _js_targets, "typescript": _js_targets, "go": _go_targets}
+
+
+def register_target_rule(language: str, rule: TargetRule) -> None:
+    """Let a language module say which files (or packages, or test binaries) its runner is pointed at."""
+    TARGET_RULES[language] = rule
+
+
+def runner_targets(test_patch: str, language: str = "python") -> list[str]:
+    """What the test command runs for a task whose tests are `test_patch`: the one rule per language.
+
+    Files the patch deletes are never targets. An empty list means "run the whole suite".
+    """
+    if language == "python":
+        from envfarm.verifiers.run import selected_test_files  # the verifier owns Python's rule
+
+        return selected_test_files(test_patch)
+    kept = [b.new_path for b in split_blocks(test_patch) if "\ndeleted file mode" not in b.text.split("@@", 1)[0]]
+    rule = TARGET_RULES.get(language)
+    return rule(list(dict.fromkeys(kept))) if rule else []
 
 
 @dataclass(frozen=True)
@@ -109,16 +166,36 @@ def split_blocks(diff: str) -> list[FileDiff]:
     return blocks
 
 
+# A language whose tests can live inside source files (Rust's `#[cfg(test)]` modules) may split one
+# code block into (code part, test part) diff texts; either may be "" (see tasks/README.md).
+BlockSplitter = Callable[["FileDiff"], tuple[str, str]]
+BLOCK_SPLITTERS: dict[str, BlockSplitter] = {}
+
+
+def register_block_splitter(language: str, splitter: BlockSplitter) -> None:
+    BLOCK_SPLITTERS[language] = splitter
+
+
 def split_diff(diff: str, language: str = "python") -> SplitDiff:
     """Test blocks go to `test_patch`, everything else (code and docs) to `patch`, order kept."""
     result = SplitDiff()
     patch_parts: list[str] = []
     test_parts: list[str] = []
+    splitter = BLOCK_SPLITTERS.get(language)
     for block in split_blocks(diff):
         kind = classify_path(block.path, language)
         result.lines_changed += block.added + block.removed
         if block.binary:
             result.binary_files.append(block.path)
+        if kind == "code" and splitter is not None and not block.binary:
+            code_text, test_text = splitter(block)
+            if test_text:
+                test_parts.append(test_text)
+                result.test_files.append(block.path)
+            if code_text:
+                patch_parts.append(code_text)
+                result.code_files.append(block.path)
+            continue
         if kind == "test":
             test_parts.append(block.text)
             result.test_files.append(block.path)

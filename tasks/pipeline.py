@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -28,15 +28,17 @@ from envfarm.tasks.envsetup.base import BuildOptions
 from envfarm.tasks.envsetup.build import build_env
 from envfarm.tasks.envsetup.failures import classify_build_failure, excerpt
 from envfarm.tasks.instance import instance_recipe
+from envfarm.tasks.language import LanguageUndetected, detect_language
 from envfarm.tasks.mirror import Mirror, MirrorError
+from envfarm.tasks.patchsplit import runner_targets
 from envfarm.tasks.sources.jsonl import records_read
 from envfarm.tasks.sources.records import RepoActivity, SourceError
 from envfarm.tasks.store import TERMINAL, candidate_states, env_row, record_candidate, record_env, record_repo
 from envfarm.tasks.validate import InfraFailure, validate
 from envfarm.tasks.work import BuildUnit, BuiltEnv, EnvGroup, ScanUnit, Unit, ValidateUnit, WorkItem, task_spec
-from envfarm.verifiers.run import selected_test_files
 
 ProgressHook = Callable[[str, int], None]
+AUTO_LANGUAGE = "auto"  # FilterConfig.language: detect each repository's language (envfarm.tasks.language)
 
 
 @dataclass
@@ -104,8 +106,22 @@ def scan_repo(repo: str, url: str, config: MineConfig, store: Store) -> list[Env
         record_repo(store, repo, "failed", exc.reason_class, exc.line(),
                     detail={"problem": exc.problem, "fix": exc.fix, "skipped_lines": skipped[:20], "skipped_count": len(skipped)})
         return []
+    language, evidence = config.filters.language, "given"
+    try:
+        if language == AUTO_LANGUAGE:
+            detection = detect_language(mirror, "HEAD")
+            language, evidence = detection.language, detection.evidence
+        recipes = recipes_for(language)
+    except LanguageUndetected as exc:
+        record_repo(store, repo, "failed", exc.reason_class, exc.line(), detail={"problem": exc.problem, "fix": exc.fix})
+        return []
+    except EnvfarmError as exc:
+        record_repo(store, repo, "failed", "language_unsupported", f"{language}: {exc.line()}",
+                    detail={"problem": exc.problem, "fix": exc.fix, "language": language, "language_evidence": evidence})
+        return []
+    filters = replace(config.filters, language=language)
     done = candidate_states(store, repo)
-    results = select_all(activity, mirror, config.filters, config.max_prs)
+    results = select_all(activity, mirror, filters, config.max_prs)
     pending: list[Candidate] = []
     for result in results:
         status = done.get(result.instance_id)
@@ -115,8 +131,8 @@ def scan_repo(repo: str, url: str, config: MineConfig, store: Store) -> list[Env
             record_candidate(store, result.instance_id, repo, result.pr_number, "candidate", "filtered", result.reason_class, result.reason, detail=result.detail)
         else:
             pending.append(result)
-    record_repo(store, repo, "scanned", detail={"pull_requests": len(activity.pulls), "issues": len(activity.issues), "skipped_lines": activity.skipped[:20], "skipped_count": len(activity.skipped), "candidates": sum(isinstance(r, Candidate) for r in results)})
-    recipes = recipes_for(config.filters.language)
+    record_repo(store, repo, "scanned", detail={"pull_requests": len(activity.pulls), "issues": len(activity.issues), "skipped_lines": activity.skipped[:20], "skipped_count": len(activity.skipped), "candidates": sum(isinstance(r, Candidate) for r in results),
+                                        "language": language, "language_evidence": evidence})
     by_version: dict[str, list[Candidate]] = defaultdict(list)
     for cand in pending:
         by_version[recipes.version(mirror, cand.base_commit)].append(cand)
@@ -128,7 +144,7 @@ def scan_repo(repo: str, url: str, config: MineConfig, store: Store) -> list[Env
         previous = env_row(store, key)
         env_commit = (previous.install_config or {}).get("environment_setup_commit") if previous and previous.status == "ok" else None
         dates = [i.created_at for i in items if i.created_at]
-        groups.append(EnvGroup(repo, version, env_commit or cands[0].base_commit, min(dates) if dates else None, str(mirror.path), items))
+        groups.append(EnvGroup(repo, version, env_commit or cands[0].base_commit, min(dates) if dates else None, str(mirror.path), items, language))
         for item in items:
             record_candidate(store, item.instance_id, repo, item.pr_number, "candidate", "pending", env_key=key, detail={"link": item.link})
     return groups
@@ -143,8 +159,11 @@ def build_group(group: EnvGroup, config: MineConfig, store: Store) -> BuiltEnv |
     else:
         mirror = Mirror(Path(group.mirror_path))
         existing = {p for p in mirror.ls(group.env_commit)}
-        collect = [p for item in group.items for p in item.test_files if p in existing and p.endswith(".py")]
-        result = build_env(mirror, group.repo, group.version, group.env_commit, group.date, sorted(set(collect)), config.options, language=config.filters.language)
+        if group.language == "python":
+            collect = [p for item in group.items for p in item.test_files if p in existing and p.endswith(".py")]
+        else:
+            collect = [p for item in group.items for p in runner_targets(item.test_patch, group.language) if p in existing]
+        result = build_env(mirror, group.repo, group.version, group.env_commit, group.date, sorted(set(collect)), config.options, language=group.language)
         install = result.install.model_dump() if result.install else {}
         install["environment_setup_commit"] = group.env_commit
         record_env(store, group.key, group.repo, group.version, "ok" if result.ok else "failed", result.image, install,
@@ -167,8 +186,8 @@ def validate_candidate(item: WorkItem, group: EnvGroup, env: BuiltEnv, config: M
             started = time.monotonic()
             built = ensure_image(instance_recipe(mirror, item.instance_id, env.image, group.env_commit, item.base_commit, item.test_files))
             layer = layer_bytes(built.tag, env.image)
-            directives = selected_test_files(item.test_patch)
-            task = task_spec(item, group, env, built.tag, config.filters.language, directives)
+            directives = runner_targets(item.test_patch, group.language)
+            task = task_spec(item, group, env, built.tag, group.language, directives)
             verdict = validate(task, repeats=config.repeats, timeout=config.test_timeout,
                                sandbox=lambda image, task_id: _sandbox(image, task_id, config.run_id))
         except InfraFailure as exc:

@@ -68,6 +68,7 @@ class EnvGroup:
     date: str | None
     mirror_path: str
     items: list[WorkItem]
+    language: str = "python"  # the repository's, as given or detected (envfarm.tasks.language)
 
     @property
     def key(self) -> str:

@@ -47,7 +47,7 @@ from envfarm.sandbox.protocol import ExecResult, Sandbox
 from envfarm.task import TaskSpec
 from envfarm.verifiers.grading import consistency_problems
 from envfarm.verifiers.integrity import MIXED_CONFIG_NAMES, RUNNER_ONLY_NAMES, Canary, FilteredPatch, filter_patch, new_canary, shadow_candidates
-from envfarm.verifiers.logs import ParsedLog, parse_log
+from envfarm.verifiers.logs import ParsedLog, parse_log, reads_console, report_parser
 from envfarm.verifiers.logs.status import TestStatus
 
 # Files whose content changes how tests are collected or reported; neither an agent nor a fix has any
@@ -360,6 +360,11 @@ def cross_check(console: ParsedLog | None, report: ParsedLog | None, exit_code: 
             report_ok = sum(1 for s in report.results.values() if s.succeeded)
             if report_ok > console_ok:
                 found.append(f"the report has {report_ok} passing test(s) but pytest's final line counts {console_ok}")
+    if trusted is not None and trusted.framework in ("jest", "tap") and trusted.complete and "passed" in trusted.reported:
+        # JavaScript runners count their own passes; more passing results than that were not the runner's.
+        passing = sum(1 for s in trusted.results.values() if s is TestStatus.PASSED)
+        if passing > trusted.reported["passed"]:
+            found.append(f"the report has {passing} passing test(s) but the runner counted {trusted.reported['passed']}")
     if trusted is not None and exit_code == 0:
         failing = sorted(t for t, s in trusted.results.items() if s in (TestStatus.FAILED, TestStatus.ERROR))
         if failing:
@@ -395,13 +400,13 @@ def read_run(task: TaskSpec, run: ExecResult, report: bytes | None, *, command: 
 
 def _read_into(out: TestRun, task: TaskSpec, run: ExecResult, report: bytes | None, report_problem: str | None) -> None:
     exit_code = None if run.timed_out else run.exit_code
-    console = parse_log(task.log_parser, run.output) if task.log_parser != "junit" else None
+    console = parse_log(task.log_parser, run.output) if reads_console(task.log_parser) else None
     out.console_problems = list(console.problems) if console else []
     if uses_report(task):
         if report is None:
             out.source, out.problems, out.log_complete = SOURCE_NOTHING, [report_problem or NO_REPORT], False
             return
-        parsed = parse_log("junit", report)
+        parsed = parse_log(report_parser(task.log_parser), report)
         out.source = SOURCE_REPORT
         out.problems = cross_check(console, parsed, exit_code)
         if not parsed.complete and not run.timed_out:  # a runner that finished writes a whole report

@@ -6,7 +6,7 @@ that the code under test does not know. A report cut off mid-write is read incre
 complete <testcase> before the cut still counts and the cut is reported.
 
 The bytes may still be hostile (the code under test can learn the path from argv): the reader never
-raises on them. Oversized input (over `MAX_REPORT_BYTES`), a DTD (entity expansion), NUL bytes and
+raises on them. Oversized input (over `text.MAX_REPORT_BYTES`), a DTD (entity expansion), NUL bytes and
 any other malformed XML make an incomplete log with a problem, never an exception, and the whole
 report is never more than one bounded buffer.
 """
@@ -16,7 +16,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 from envfarm.verifiers.logs.status import ParsedLog, TestStatus
-from envfarm.verifiers.logs.text import decode
+from envfarm.verifiers.logs.text import decode, report_bytes
 
 
 def _pytest_node_id(file: str, classname: str, name: str) -> str:
@@ -49,7 +49,6 @@ def testcase_status(case: ET.Element) -> TestStatus:
     return TestStatus.PASSED
 
 
-MAX_REPORT_BYTES = 32 << 20
 _CHUNK = 1 << 16
 
 
@@ -60,10 +59,9 @@ def _malformed(parsed: ParsedLog, why: str) -> None:
 
 def parse_junit_xml(raw: bytes | str) -> ParsedLog:
     parsed = ParsedLog(framework="junit")
-    data = raw.encode("utf-8", errors="replace") if isinstance(raw, str) else bytes(raw)
-    if len(data) > MAX_REPORT_BYTES:
+    data = report_bytes(raw, parsed.problems)
+    if data is None:
         parsed.complete = False
-        parsed.problems.append(f"report is {len(data)} bytes, over the {MAX_REPORT_BYTES} read: not parsed")
         return parsed
     if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
         parsed.complete = False

@@ -28,3 +28,26 @@ def clean_lines(raw: bytes | str) -> tuple[list[str], list[str]]:
             line = line.rsplit("\r", 1)[-1] or line.replace("\r", "")
         lines.append(line.rstrip())
     return lines, problems
+
+
+WORKDIRS = ("/testbed/",)  # where envfarm's images hold the repository
+
+
+def repo_path(path: str) -> str:
+    """A path as the runner printed it, made relative to the repository (runners print absolute paths)."""
+    for prefix in WORKDIRS:
+        if path.startswith(prefix):
+            return path[len(prefix):]
+    return path
+
+
+MAX_REPORT_BYTES = 32 << 20  # no honest report for one task is larger
+
+
+def report_bytes(raw: bytes | str, problems: list[str]) -> bytes | None:
+    """A report's bytes, or None (with the problem noted) when it is over `MAX_REPORT_BYTES`: not parsed."""
+    data = raw.encode("utf-8", errors="replace") if isinstance(raw, str) else bytes(raw)
+    if len(data) > MAX_REPORT_BYTES:
+        problems.append(f"report is {len(data)} bytes, over the {MAX_REPORT_BYTES} read: not parsed")
+        return None
+    return data
