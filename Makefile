@@ -62,6 +62,11 @@ bench-train: setup
 bench-swebench: setup  ## agreement with the SWE-bench harness on real harness logs, grading MB/s, import rows/s
 	$(PY) -m bench.swebench
 
+.PHONY: bench-envsetup
+bench-envsetup: setup  ## env setup on real curated tasks (hours; resumable, not part of `bench`) -> bench/results/envsetup.json
+	$(PY) -m bench.envsetup --variant capped
+	$(PY) -m bench.envsetup --variant uncapped
+
 bench-integrity: setup  ## containment probes, the red-team suite, the stream kill and concurrent writers -> bench/results/integrity.json
 	$(PY) -m bench.integrity
 

@@ -40,6 +40,7 @@ from bench.common import machine_load, machine_notes, write_results
 MANIFEST = Path(__file__).with_name("envsetup_tasks.json")
 DATA = Path(os.environ.get("ENVFARM_BENCH_DATA", "/work/data/envsetup"))
 SNAPSHOTS = Path(os.environ.get("ENVFARM_BENCH_SNAPSHOTS", "/work/.mirror"))
+REPEATS = int(os.environ.get("ENVFARM_BENCH_REPEATS", "2"))  # runs of each state per validation (the miner's default is 3)
 SWE_GYM_CPU_HOURS = 4.0  # SWE-Gym's reported cost of setting up one task environment by hand
 
 
@@ -103,7 +104,7 @@ def run_task(row: dict[str, Any], options) -> dict[str, Any]:  # type: ignore[no
     from envfarm.tasks.validate import validate
     from envfarm.verifiers.run import selected_test_files
 
-    out: dict[str, Any] = {"instance_id": row["instance_id"], "repo": row["repo"]}
+    out: dict[str, Any] = {"instance_id": row["instance_id"], "repo": row["repo"], "repeats": REPEATS}
     cpu0, own0, t0 = machine_cpu_seconds(), own_cpu_seconds(), time.monotonic()
     try:
         mirror = mirror_for(row["repo"])
@@ -127,7 +128,7 @@ def run_task(row: dict[str, Any], options) -> dict[str, Any]:  # type: ignore[no
                             problem_statement="", created_at=row.get("created_at"), version=version, environment_setup_commit=base,
                             image=built.tag, language="python", install=env.install,
                             extra={"test_directives": test_files, "pr_number": int(row["pr"])})
-            verdict = validate(task, repeats=int(os.environ.get("ENVFARM_BENCH_REPEATS", "2")), timeout=900)
+            verdict = validate(task, repeats=REPEATS, timeout=900)
             curated_f2p, curated_p2p = set(row["FAIL_TO_PASS"]), set(row["PASS_TO_PASS"])
             f2p, p2p = set(verdict.fail_to_pass), set(verdict.pass_to_pass)
             out.update(validated=verdict.accepted, validation_reason_class=verdict.reason_class, validation_reason=verdict.reason[:1000],
@@ -203,7 +204,7 @@ def summarize(variant: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
     cpu = [r["machine_cpu_seconds"] for r in rows]
     repos = sorted({r["repo"] for r in rows})
     return {
-        "variant": variant, "tasks": n, "repositories": len(repos), "repository_names": repos,
+        "variant": variant, "tasks": n, "validation_repeats": sorted({r.get("repeats", 2) for r in rows}), "repositories": len(repos), "repository_names": repos,
         "env_success": len(env_ok), "env_success_rate": round(len(env_ok) / n, 3) if n else None,
         "validated": len(validated), "validated_rate": round(len(validated) / n, 3) if n else None,
         "validated_rate_on_available_interpreters": round(len(validated) / (n - unavailable), 3) if n - unavailable else None,
