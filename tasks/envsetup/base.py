@@ -40,7 +40,7 @@ class BuildOptions:
     build_timeout: float = 1800.0
     # uv may download managed interpreters (users with internet); off: only the Debian bases' 3.9/3.11/3.13.
     python_downloads: bool = field(default_factory=lambda: os.environ.get("ENVFARM_PYTHON_DOWNLOADS", "") in ("1", "true", "yes"))
-    build_bases: bool = True  # build a missing Debian interpreter base (bullseye/bookworm/trixie) when a recipe needs it
+    build_bases: bool = True  # build a missing Debian interpreter base (bullseye/bookworm/trixie) when a recipe needs it (never offline)
     max_repairs: int = 4  # repair steps after one strategy's first failure
     max_builds: int = 10  # env builds per (repository, version), repairs included
 

@@ -188,7 +188,7 @@ def _tooling(recipes: Any, strategy: Strategy, options: BuildOptions, client: do
         try:
             return ensure_image(recipes.tooling(strategy.base_image), client).tag
         except ImageMissing:
-            if first_try and suite is not None and options.build_bases:
+            if first_try and suite is not None and options.build_bases and not options.offline:  # debootstrap needs Debian's mirror
                 try:
                     (base_builder or _build_base)(suite)
                     continue

@@ -232,6 +232,9 @@ def test_a_missing_interpreter_base_is_built_on_demand_once(monkeypatch):
     tag = build._tooling(RECIPES, strategy, BuildOptions(), None, built.append, result)
     assert tag == f"tooling-on-{base_image_for('bullseye')}" and built == ["bullseye"] and not result.attempts
     built.clear()
+    air_gapped = EnvResult("o/p", "1", "c", ok=False)
+    assert build._tooling(RECIPES, strategy, BuildOptions(offline=True), None, built.append, air_gapped) is None
+    assert not built and air_gapped.attempts[0].reason_class == "python_unavailable"  # debootstrap needs Debian's mirror
     refused = EnvResult("o/p", "1", "c", ok=False)
     assert build._tooling(RECIPES, strategy, BuildOptions(build_bases=False), None, built.append, refused) is None
     assert refused.attempts[0].reason_class == "python_unavailable" and "--suite bullseye" in refused.attempts[0].reason and not built
