@@ -9,7 +9,7 @@ say() { printf 'setup: %s\n' "$*"; }
 did() { changed=1; say "$*"; }
 
 SOCK_PATH=/run/podman/podman.sock
-APT_PKGS=(podman runc catatonit debootstrap chromium ffmpeg postgresql git curl)
+APT_PKGS=(podman runc catatonit debootstrap chromium ffmpeg postgresql git curl docker-registry)
 PG_URL_USER=envfarm PG_URL_PASS=envfarm PG_URL_DB=envfarm_test
 
 # 1. Debian packages ----------------------------------------------------------------------------
@@ -32,6 +32,14 @@ CONF=/etc/containers/containers.conf.d/50-envfarm.conf
 WANT=$'[containers]\ndefault_ulimits = []\n\n[engine]\nruntime = "runc"'
 if [ "$(cat "$CONF" 2>/dev/null)" != "$WANT" ]; then
   mkdir -p "$(dirname "$CONF")"; printf '%s\n' "$WANT" > "$CONF"; did "wrote $CONF"
+fi
+
+# 2b. The loopback registry the import tests start (docker-registry on 127.0.0.1:5714) speaks plain HTTP:
+#     mark it so for Podman (envfarm itself pulls from an http:// registry with Podman's per-request TLS switch).
+REG_CONF=/etc/containers/registries.conf.d/50-envfarm-loopback.conf
+REG_WANT=$'[[registry]]\nlocation = "127.0.0.1:5714"\ninsecure = true'
+if [ "$(cat "$REG_CONF" 2>/dev/null)" != "$REG_WANT" ]; then
+  mkdir -p "$(dirname "$REG_CONF")"; printf '%s\n' "$REG_WANT" > "$REG_CONF"; did "wrote $REG_CONF"
 fi
 
 # 3. The Docker-API socket (Podman's), unless DOCKER_HOST points at a working engine already --------

@@ -101,3 +101,25 @@ def plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [plain(v) for v in value]
     return value
+
+
+def dataset_image(task: TaskSpec) -> str:
+    """The pre-built image the row named (kept in `extra.environment` once envfarm gave the task another)."""
+    record = task.extra.get("environment")
+    return str(record.get("dataset_image", "")) if isinstance(record, dict) else task.image
+
+
+def with_environment(task: TaskSpec, image: str, source: str) -> TaskSpec:
+    """The task as it runs: `image` is the environment envfarm made or pulled, the row's own image name
+    and where the environment came from kept in `extra.environment`."""
+    record = {"source": source, "image": image, "dataset_image": dataset_image(task)}
+    return task.model_copy(update={"image": image, "extra": {**task.extra, "environment": record}})
+
+
+def as_imported(spec: dict[str, Any]) -> dict[str, Any]:
+    """A stored spec as its dataset row gave it (the environment envfarm added taken out), to compare imports."""
+    extra = dict(spec.get("extra") or {})
+    record = extra.pop("environment", None)
+    if not isinstance(record, dict):
+        return spec
+    return {**spec, "image": record.get("dataset_image", ""), "extra": extra}

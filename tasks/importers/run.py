@@ -11,7 +11,7 @@ from pathlib import Path
 
 from envfarm.store import Store, TaskRow
 from envfarm.task import TaskSpec
-from envfarm.tasks.importers.base import ImportRowError
+from envfarm.tasks.importers.base import ImportRowError, as_imported
 from envfarm.tasks.importers.reader import read_rows
 
 IMPORTED = "imported"  # TaskRow.status for tasks taken from a dataset (the miner's own are "validated")
@@ -58,7 +58,7 @@ def import_path(store: Store, path: str | Path, fmt: str = "auto") -> ImportResu
                     f"instance_id {task.instance_id!r} is already in the store as a {row.status} task, not an imported one",
                     "remove that task first, or import the dataset into another store (ENVFARM_DB_URL)",
                 )
-            if row is not None and row.spec == spec:
+            if row is not None and as_imported(row.spec) == spec:  # an environment built since does not make it differ
                 result.unchanged.append(task.instance_id)
                 continue
             (result.updated if row is not None else result.inserted).append(task.instance_id)

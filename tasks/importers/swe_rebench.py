@@ -3,7 +3,8 @@
 Each row carries its own install recipe (`install_config`: python, packages, pip_packages, pre_install,
 install, test_cmd, log_parser, ...), the frozen `requirements` and conda `environment` it was validated
 with, and a pre-built `docker_image`. All are kept as given: the recipe becomes the task's
-InstallConfig (its keys unchanged), the rest goes to `extra`. Ids follow the harness's conventions
+InstallConfig (its keys unchanged), the rest goes to `extra`; the test files its `test_patch` touches
+become the command's targets (`extra.test_directives`), as the harness appends them. Ids follow the harness's conventions
 (SWE-rebench grades with a fork of the SWE-bench harness).
 """
 
@@ -15,6 +16,7 @@ from envfarm.errors import EnvfarmError
 from envfarm.task import InstallConfig, TaskSpec
 from envfarm.tasks.importers.base import ImportRowError, Importer, plain, text
 from envfarm.verifiers import harness
+from envfarm.tasks.importers.eval_script import test_directives
 from envfarm.tasks.importers.swebench import swebench_fields
 
 REQUIRED = frozenset({"instance_id", "repo", "base_commit", "patch", "test_patch", "problem_statement", "FAIL_TO_PASS", "PASS_TO_PASS", "install_config"})
@@ -46,6 +48,7 @@ def to_task(row: dict[str, Any], where: str) -> TaskSpec:
         recipe["test_cmds"] = recipe["test_cmd"]
         recipe["test_cmd"] = " && ".join(recipe["test_cmd"])
     extra = {k: plain(row[k]) for k in ("meta", "requirements", "environment", "license_name") if row.get(k) not in (None, "")}
+    extra["test_directives"] = test_directives(text(row["test_patch"]), text(row["repo"]))
     return TaskSpec(
         **swebench_fields(row, where),
         image=text(row.get("docker_image") or row.get("image_name")),

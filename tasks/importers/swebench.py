@@ -3,6 +3,8 @@
 Test lists are JSON-encoded strings in the published data. The harness picks the log parser by
 repository unless the row names one (`log_parser`, in rows made for swebench 5.x together with
 `eval_type`, `eval_script` and `image`); either way the task carries the harness's id conventions.
+A 5.x row's `eval_script` gives the task its test command (`importers.eval_script`), its `image` the
+pre-built environment (`importers.images` pulls it from the registry the user names).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from typing import Any
 
 from envfarm.task import InstallConfig, TaskSpec
 from envfarm.tasks.importers.base import Importer, plain, test_list, text, timestamp
+from envfarm.tasks.importers.eval_script import test_command
 
 REQUIRED = frozenset({"instance_id", "repo", "base_commit", "patch", "test_patch", "problem_statement", "FAIL_TO_PASS", "PASS_TO_PASS"})
 OPTIONAL = frozenset({
@@ -49,6 +52,8 @@ def to_task(row: dict[str, Any], where: str) -> TaskSpec:
     for key in ("eval_type", "eval_script"):
         if row.get(key):
             recipe[key] = row[key]
+    if row.get("eval_script"):  # the dataset's own test command (swebench 5.x rows), run by run_tests
+        recipe["test_cmd"] = test_command(text(row["eval_script"]), where)
     extra = {k: plain(row[k]) for k in ("difficulty", "image_assets") if row.get(k) not in (None, "")}
     return TaskSpec(
         **swebench_fields(row, where),

@@ -1,4 +1,4 @@
-"""`envfarm tasks eval`: predictions through the verifier's path, reports in the harness's shapes.
+"""`envfarm eval`: predictions through the verifier's path, reports in the harness's shapes.
 
 No container runs here: the run step is handed the test command's output from real harness logs and
 read by `read_run`, the reading half of `run_tests`; the per-instance reports written must then equal
@@ -70,6 +70,6 @@ def test_predictions_are_read_as_the_harness_reads_them(tmp_path: Path) -> None:
 
 
 def test_a_prediction_for_an_unknown_task_stops_the_run(tmp_path: Path) -> None:
-    with pytest.raises(EnvfarmError, match="not in the store"):
+    with pytest.raises(EnvfarmError, match="prediction names instance 'x__y-1', which is not among the tasks"):
         evaluate({}, [Prediction("x__y-1", "m", "diff")], tmp_path, "r", _recorded_run)
     assert not (tmp_path / "logs").exists()

@@ -1,0 +1,263 @@
+"""Imported tasks on the real engine: environments from each source, validation, and `envfarm eval`.
+
+One small repository (acme/calc, made here with git) stands for a dataset's project. Its task is
+written as a SWE-rebench row (an install recipe, built here from the repository's mirror) and as a
+SWE-bench 5.x row (an eval script and a pre-built image, pulled from a real registry on loopback:
+Debian's docker-registry, started by the fixture, holding an image this test pushed there). Builds
+install from a local wheelhouse, so no test reaches a package index.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from envfarm.errors import EnvfarmError
+from envfarm.tasks.envsetup.base import BuildOptions
+from envfarm.tasks.harness_eval import TaskImages, evaluate, load_tasks, read_predictions, sandbox_runner
+from envfarm.tasks.harness_validate import validate_tasks, validation_report
+from envfarm.tasks.importers import import_path, read_tasks
+from envfarm.tasks.importers.images import RECIPE, REGISTRY, EnvSources, TaskEnvError, ensure_env
+
+from .fixtures import git, write
+
+pytestmark = pytest.mark.slow
+REPO_ROOT = Path(__file__).resolve().parents[2]
+REGISTRY_PORT = 5714  # the loopback registry scripts/setup.sh marks as plain HTTP for Podman
+CALC = "def add(a, b):\n    return a - b\n\n\ndef neg(a):\n    return -a\n"
+TESTS = "from calc import add, neg\n\n\ndef test_neg():\n    assert neg(2) == -2\n"
+NEW_TESTS = TESTS + "\n\ndef test_add():\n    assert add(2, 3) == 5\n"
+IMAGE = "swebench/sweb.eval.x86_64.acme_1776_calc-2:latest"
+
+
+def _diff(repo: Path, path: str, new: str) -> str:
+    old = (repo / path).read_text()
+    (repo / path).write_text(new)
+    out = git(repo, "diff", "--", path) + "\n"
+    (repo / path).write_text(old)
+    return out
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("swe-import")
+    repo = root / "calc-work"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    write(repo, {
+        "pyproject.toml": '[build-system]\nrequires=["setuptools>=61"]\nbuild-backend="setuptools.build_meta"\n'
+                          '[project]\nname="calc"\nversion="0.1.0"\n[tool.setuptools]\npackages=["calc"]\n',
+        "calc/__init__.py": CALC,
+        "tests/test_calc.py": TESTS,
+        ".gitignore": "*.egg-info/\n__pycache__/\n",
+    })
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "initial")
+    base = git(repo, "rev-parse", "HEAD")
+    mirrors = root / "mirrors"
+    mirrors.mkdir()
+    subprocess.run(["git", "clone", "-q", "--mirror", str(repo), str(mirrors / "acme__calc.git")], check=True)
+    return {"root": root, "mirrors": mirrors, "base": base,
+            "patch": _diff(repo, "calc/__init__.py", CALC.replace("a - b", "a + b")),
+            "wrong": _diff(repo, "calc/__init__.py", CALC.replace("a - b", "a * b")),
+            "test_patch": _diff(repo, "tests/test_calc.py", NEW_TESTS)}
+
+
+def _common(project: dict[str, Any]) -> dict[str, Any]:
+    return {"instance_id": "acme__calc-2", "repo": "acme/calc", "base_commit": project["base"], "patch": project["patch"],
+            "test_patch": project["test_patch"], "problem_statement": "add() subtracts", "hints_text": "", "created_at": "2024-02-01T00:00:00Z",
+            "version": "0.1", "environment_setup_commit": project["base"],
+            "FAIL_TO_PASS": json.dumps(["tests/test_calc.py::test_add"]), "PASS_TO_PASS": json.dumps(["tests/test_calc.py::test_neg"])}
+
+
+def rebench_row(project: dict[str, Any]) -> dict[str, Any]:
+    recipe = {"python": "3.11", "packages": "", "pip_packages": ["pytest"], "pre_install": [], "install": "python -m pip install -e .",
+              "test_cmd": "pytest -rA", "log_parser": "parse_log_pytest"}
+    return _common(project) | {"install_config": recipe, "meta": {"has_test_patch": True}, "docker_image": ""}
+
+
+def swebench5_row(project: dict[str, Any]) -> dict[str, Any]:
+    script = "\n".join([
+        "#!/bin/bash", "set -uxo pipefail", "cd /testbed", "git config --global --add safe.directory /testbed", "git status",
+        f"git checkout {project['base']} tests/test_calc.py", "git apply -v - <<'EOF_114329324912'", project["test_patch"].rstrip("\n"),
+        "EOF_114329324912", ": '>>>>> Start Test Output'", "pytest -rA tests/test_calc.py", ": '>>>>> End Test Output'",
+        f"git checkout {project['base']} tests/test_calc.py", ""])
+    return _common(project) | {"image": IMAGE, "eval_script": script, "log_parser": "parse_log_pytest", "eval_type": "pass_and_fail"}
+
+
+def _jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="module")
+def sources(project, fixture_world) -> EnvSources:  # type: ignore[no-untyped-def]
+    wheels = tuple((p.name, p.read_bytes()) for p in sorted(Path(fixture_world["wheelhouse"]).glob("*.whl")))
+    return EnvSources(mirrors=project["mirrors"], options=BuildOptions(wheelhouse=wheels, offline=True))
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory) -> Iterator[str]:
+    """Debian's docker-registry on 127.0.0.1, storing under a temporary folder."""
+    binary = shutil.which("docker-registry")
+    if binary is None:
+        pytest.skip("docker-registry missing: run make setup (Debian package docker-registry)")
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", REGISTRY_PORT)) == 0:
+            pytest.skip(f"port {REGISTRY_PORT} is taken by another process: stop it to run the registry tests")
+    folder = tmp_path_factory.mktemp("registry")
+    config = folder / "config.yml"
+    config.write_text(f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {folder / 'data'}\n"
+                      f"http:\n  addr: 127.0.0.1:{REGISTRY_PORT}\n")
+    proc = subprocess.Popen([binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{REGISTRY_PORT}/v2/", timeout=1)  # noqa: S310 - loopback only
+                break
+            except OSError:
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{REGISTRY_PORT}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _push(client, image: str, ref: str) -> None:  # type: ignore[no-untyped-def]
+    """Tag `image` as `ref` and push it to the plain-HTTP loopback registry; the local tag is removed again."""
+    repository, tag = ref.rsplit(":", 1)
+    client.images.get(image).tag(repository, tag)
+    api = client.api
+    reply = api._post(api._url("/images/{0}/push", repository), params={"tag": tag, "tlsVerify": "false"},  # noqa: SLF001 - docker-py's request helper
+                      headers={"X-Registry-Auth": "e30="}, stream=True)
+    assert reply.status_code == 200 and '"error"' not in reply.text, reply.text[-500:]
+    client.images.remove(ref)
+
+
+@pytest.fixture(scope="module")
+def recipe_task(project, sources, engine_client, base_image):  # type: ignore[no-untyped-def]
+    path = _jsonl(project["root"] / "rebench.jsonl", [rebench_row(project)])
+    fmt, (task,) = read_tasks(path)
+    env = ensure_env(task, sources, engine_client)
+    return fmt, task, env
+
+
+def test_a_swe_rebench_recipe_builds_from_the_repository_snapshot(recipe_task, engine_client) -> None:  # type: ignore[no-untyped-def]
+    fmt, task, env = recipe_task
+    assert fmt == "swe-rebench" and env.source == RECIPE and [a["source"] for a in env.attempts] == [RECIPE]
+    assert task.extra["test_directives"] == ["tests/test_calc.py"] and task.install.test_cmd == "pytest -rA"
+    labels = engine_client.images.get(env.image).labels
+    assert labels["envfarm.io/instance"] == "acme__calc-2" and labels["envfarm.io/base-commit"] == task.base_commit
+
+
+def test_gold_resolves_and_empty_does_not_on_the_recipe_image(recipe_task, sources) -> None:  # type: ignore[no-untyped-def]
+    _, task, _ = recipe_task
+    run = sandbox_runner(300, prepare=TaskImages(sources).prepare, run_id="pytest-validate")
+    broken = task.model_copy(update={"instance_id": "acme__calc-3", "patch": task.patch.replace("a + b", "a * b")})
+    good, bad = validate_tasks([task, broken], run, runs=1)
+    assert (good.status, good.gold, good.empty) == ("valid", ["resolved"], ["unresolved"])
+    assert (bad.status, bad.gold, bad.empty) == ("gold_fails", ["unresolved"], ["unresolved"]) and "FAIL_TO_PASS failing: 1" in bad.reasons[0]
+    report = validation_report([good, bad], runs=1)
+    assert report["gold_patch_fails_ids"] == ["acme__calc-3"] and report["counts"]["valid"] == 1
+
+
+def test_no_environment_is_an_infrastructure_failure_not_a_task_failure(project) -> None:  # type: ignore[no-untyped-def]
+    task = read_tasks(_jsonl(project["root"] / "nomirror.jsonl", [rebench_row(project) | {"repo": "acme/elsewhere"}]))[1][0]
+    sources = EnvSources(mirrors=project["mirrors"])
+    with pytest.raises(TaskEnvError) as err:
+        ensure_env(task, sources)
+    assert [a["source"] for a in err.value.attempts] == [RECIPE, "envsetup"] and "acme__elsewhere.git" in err.value.problem
+    (result,) = validate_tasks([task], sandbox_runner(60, prepare=TaskImages(sources).prepare), runs=1)
+    assert (result.status, result.gold, result.empty) == ("infrastructure", ["infrastructure"], ["infrastructure"])
+
+
+def test_swebench5_row_pulls_its_image_from_the_registry_and_evaluates(project, recipe_task, registry, engine_client, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    _, _, env = recipe_task
+    _push(engine_client, env.image, f"127.0.0.1:{REGISTRY_PORT}/{IMAGE}")
+    tasks_file = _jsonl(tmp_path / "swebench.jsonl", [swebench5_row(project)])
+    (task,) = read_tasks(tasks_file)[1]
+    assert task.install.test_cmd.startswith("bash -c ") and "git apply" not in task.install.test_cmd and "pytest -rA tests/test_calc.py" in task.install.test_cmd
+    pulled = ensure_env(task, EnvSources(registry=registry), engine_client)
+    assert (pulled.source, pulled.image) == (REGISTRY, f"127.0.0.1:{REGISTRY_PORT}/{IMAGE}")
+    preds = tmp_path / "preds.jsonl"
+    _jsonl(preds, [{"instance_id": "acme__calc-2", "model_name_or_path": "org/model", "model_patch": project["patch"]}])
+    out = tmp_path / "out"
+    env_vars = {**os.environ, "ENVFARM_HOME": str(tmp_path / "home"), "ENVFARM_IMAGE_REGISTRY": registry}
+    cmd = [sys.executable, "-P", "-m", "envfarm.cli", "eval", "--predictions", str(preds), "--tasks", str(tasks_file), "--out", str(out),
+           "--run-id", "r1", "--timeout", "300"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env_vars, cwd=REPO_ROOT, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    folder = out / "logs/run_evaluation/r1/org__model/acme__calc-2"
+    report = json.loads((folder / "report.json").read_text())["acme__calc-2"]
+    assert report["resolved"] is True and report["tests_status"]["FAIL_TO_PASS"]["success"] == ["tests/test_calc.py::test_add"]
+    summary = json.loads((out / "org__model.r1.json").read_text())
+    assert (summary["resolved_ids"], summary["error_ids"], summary["schema_version"]) == (["acme__calc-2"], [], 2)
+    # A second run with the same id finds the report and runs nothing: resume.
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env_vars, cwd=REPO_ROOT, timeout=300)
+    assert again.returncode == 0 and "acme__calc-2: done before" in again.stderr
+    assert json.loads((out / "org__model.r1.json").read_text()) == summary
+
+
+def test_eval_grades_each_kind_of_prediction_like_the_harness(project, recipe_task, sources, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from envfarm.verifiers import harness
+
+    _, task, _ = recipe_task
+    tasks = {task.instance_id: task, "acme__calc-3": task.model_copy(update={"instance_id": "acme__calc-3"}),
+             "acme__calc-4": task.model_copy(update={"instance_id": "acme__calc-4"}),
+             "acme__calc-5": task.model_copy(update={"instance_id": "acme__calc-5"})}
+    preds = tmp_path / "preds.jsonl"
+    _jsonl(preds, [{"instance_id": "acme__calc-2", "model_name_or_path": "m", "model_patch": project["wrong"]},
+                   {"instance_id": "acme__calc-3", "model_name_or_path": "m", "model_patch": ""},
+                   {"instance_id": "acme__calc-4", "model_name_or_path": "m", "model_patch": "diff --git a/nope.py b/nope.py\n--- a/nope.py\n+++ b/nope.py\n@@ -1 +1 @@\n-x\n+y\n"}])
+    run = sandbox_runner(300, prepare=TaskImages(sources).prepare)
+    seen: list[tuple[str, str]] = []
+    summary = evaluate(tasks, read_predictions(preds), tmp_path, "r2", run, workers=2, on_progress=lambda i, o: seen.append((i, o)))
+    assert (summary["unresolved_ids"], summary["empty_patch_ids"], summary["error_ids"], summary["incomplete_ids"]) == (
+        ["acme__calc-2"], ["acme__calc-3"], ["acme__calc-4"], ["acme__calc-5"])
+    assert sorted(seen) == [("acme__calc-2", "unresolved"), ("acme__calc-3", "empty_patch"), ("acme__calc-4", "error")]
+    # The harness's own make_run_report, run over the same folder, writes the same summary.
+    cwd = os.getcwd()
+    os.chdir(tmp_path)  # make_run_report reads logs/run_evaluation relative to the working directory
+    try:
+        rows = {json.loads(line)["instance_id"]: json.loads(line) for line in preds.read_text().splitlines()}
+        path = harness.module("reporting").make_run_report(rows, [{"instance_id": i} for i in tasks], "r2")
+        assert json.loads(Path(path).read_text()) == summary
+    finally:
+        os.chdir(cwd)
+
+
+def test_a_prediction_naming_an_unknown_instance_is_one_line(project, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    preds = _jsonl(tmp_path / "preds.jsonl", [{"instance_id": "acme__calc-99", "model_name_or_path": "m", "model_patch": "x"}])
+    tasks_file = _jsonl(tmp_path / "rows.jsonl", [rebench_row(project)])
+    done = subprocess.run([sys.executable, "-P", "-m", "envfarm.cli", "eval", "--predictions", str(preds), "--tasks", str(tasks_file),
+                           "--out", str(tmp_path / "out")], capture_output=True, text=True, cwd=REPO_ROOT,
+                          env={**os.environ, "ENVFARM_HOME": str(tmp_path / "home")}, timeout=120)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and "preds.jsonl:1: prediction names instance 'acme__calc-99'" in lines[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_import_then_build_records_the_environment_and_reimport_keeps_it(project, sources, store, engine_client, recipe_task) -> None:  # type: ignore[no-untyped-def]
+    from envfarm.store import TaskRow
+    from envfarm.tasks.importers.base import with_environment
+
+    path = _jsonl(project["root"] / "store.jsonl", [rebench_row(project)])
+    assert import_path(store, path).inserted == ["acme__calc-2"]
+    _, _, env = recipe_task
+    with store.session() as session:
+        row = session.get(TaskRow, "acme__calc-2")
+        built = with_environment(read_tasks(path)[1][0], env.image, env.source)
+        row.spec, row.image = built.model_dump(mode="json"), env.image
+    assert import_path(store, path).unchanged == ["acme__calc-2"]
+    with store.session(readonly=True) as session:
+        assert session.get(TaskRow, "acme__calc-2").image == env.image
