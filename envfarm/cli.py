@@ -36,7 +36,6 @@ MOUNTS: dict[str, Mount] = {
     "tasks": Mount("envfarm.tasks.import_cli", "Import tasks from SWE-bench-family datasets (SWE-bench, SWE-rebench, SWE-smith, ...), build and validate them."),
     "eval": Mount("envfarm.tasks.eval_cli", "Evaluate SWE-bench predictions: the harness's per-instance reports and run summary."),
     "rollout": Mount("envfarm.agent.rollout_cli", "Run an external model (OpenAI-compatible server) on tasks: K graded episodes each, trajectories as JSONL, pass@k."),
-    "serve": Mount("envfarm.integrations.cli", "Serve tasks to other stacks: an OpenEnv environment server (needs the openenv extra)."),
 }
 _LOADED: dict[str, TyperCommand | TyperGroup] = {}
 
@@ -134,9 +133,8 @@ def images_ls() -> None:
 
 @images_app.command("build")
 def images_build(
-    what: str = typer.Argument(..., help="'base', 'tooling' (a language's layer over a base), or a path to a recipe YAML file (kind, name, parent, steps, ...)"),
+    what: str = typer.Argument(..., help="'base', or a path to a recipe YAML file (kind, name, parent, steps, ...)"),
     suite: Optional[str] = typer.Option(None, help="Debian suite for the base image (bookworm, bullseye, trixie)"),
-    language: str = typer.Option("javascript", help="for 'tooling': the language whose tooling layer to build (e.g. javascript: Debian's Node and npm)"),
 ) -> None:
     """Build an image unless its recipe hash is already built (a cache hit)."""
     if what == "base":
@@ -145,15 +143,6 @@ def images_build(
         build_base(suite=suite, client=_client(), on_log=lambda line: console.print(line))
         return
     from envfarm.images.build import ensure_image
-
-    if what == "tooling":
-        from envfarm.config import base_image_for, settings
-        from envfarm.tasks.envsetup import recipes_for
-
-        recipe = recipes_for(language).tooling(base_image_for(suite or settings().debian_suite))
-        result = ensure_image(recipe, _client(), on_log=lambda line: console.print(line, markup=False))
-        console.print(f"{result.tag} ({'cache hit' if result.cached else f'built in {result.seconds:.1f}s'})")
-        return
     from envfarm.images.loader import load_recipe
 
     result = ensure_image(load_recipe(what), _client(), on_log=lambda line: console.print(line, markup=False))
