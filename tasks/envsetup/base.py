@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from envfarm.config import settings
 from envfarm.images.recipe import ImageRecipe
@@ -43,6 +43,9 @@ class BuildOptions:
     build_bases: bool = True  # build a missing Debian interpreter base (bullseye/bookworm/trixie) when a recipe needs it (never offline)
     max_repairs: int = 4  # repair steps after one strategy's first failure
     max_builds: int = 10  # env builds per (repository, version), repairs included
+    # Optional model stage after the rule-based repairs (tasks/envsetup/agent_repair.py): a factory of agent policies
+    # (`act` or `chat`, e.g. envfarm.agent.openai_chat.OpenAIChatPolicy); None, the default, leaves it off.
+    agent_policy: Callable[[], Any] | None = None
 
 
 class LanguageRecipes(Protocol):

@@ -128,6 +128,7 @@ def build_env(
     bundle = mirror.bundle(env_commit)
     unavailable: set[str] = set()
     builds = 0
+    nearest: tuple[Strategy, str] | None = None  # the failed strategy that got furthest, and its log (for the agent stage)
     repair = getattr(recipes, "repair", None)
     for root in recipes.strategies(mirror, env_commit, date, options):
         strategy: Strategy | None = root
@@ -146,7 +147,7 @@ def build_env(
             recipe = env_recipe(bundle, repo, version, env_commit, strategy, collect_paths, options, tooling[strategy.base_image], language)
             t0 = time.monotonic()
             builds += 1
-            repairs = list((strategy.notes or ()))
+            repairs = list(strategy.notes or ())
             try:
                 built = ensure_image(recipe, client, timeout=options.build_timeout)
             except (EngineUnavailable, ImageMissing, SandboxError):
@@ -157,27 +158,61 @@ def build_env(
                 if reason_class == "disk_full":
                     raise SandboxError(f"the engine ran out of disk building {repo}@{version}", "free disk space (envfarm images prune)") from None
                 result.attempts.append(Attempt(strategy.name, False, reason_class, excerpt(log), time.monotonic() - t0, repairs=repairs))
+                if nearest is None or STAGE.get(reason_class, 3) >= STAGE.get(classify_build_failure(nearest[1]), 3):
+                    nearest = (strategy, log)
                 if reason_class == "python_unavailable":
                     unavailable.add(strategy.python)
                     break
                 strategy = repair(strategy, log, options) if repair else None
                 continue
-            result.attempts.append(Attempt(strategy.name, True, seconds=built.seconds, cached=built.cached, repairs=repairs))
-            result.ok, result.image = True, built.tag
-            result.install = InstallConfig(
-                base_image=strategy.base_image,
-                python=strategy.python,
-                install=list(strategy.install),
-                test_cmd=strategy.test_cmd,
-                log_parser=strategy.log_parser,
-                exclude_newer=strategy.exclude_newer,
-                strategy=strategy.name,
-                env_image=built.tag,
-            )
-            result.seconds = time.monotonic() - started
-            return result
+            return _succeeded(result, strategy, built, started)
+    if options.agent_policy is not None and nearest is not None:
+        _agent_stage(result, nearest, options, lambda s: env_recipe(bundle, repo, version, env_commit, s, collect_paths, options,
+                                                                    tooling[s.base_image], language), client)
     result.seconds = time.monotonic() - started
     return result
+
+
+def _succeeded(result: EnvResult, strategy: Strategy, built: Any, started: float) -> EnvResult:
+    result.attempts.append(Attempt(strategy.name, True, seconds=built.seconds, cached=built.cached, repairs=list(strategy.notes or ())))
+    result.ok, result.image = True, built.tag
+    result.install = InstallConfig(
+        base_image=strategy.base_image,
+        python=strategy.python,
+        install=list(strategy.install),
+        test_cmd=strategy.test_cmd,
+        log_parser=strategy.log_parser,
+        exclude_newer=strategy.exclude_newer,
+        strategy=strategy.name,
+        env_image=built.tag,
+    )
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _agent_stage(result: EnvResult, nearest: tuple[Strategy, str], options: BuildOptions,
+                 recipe_for: Callable[[Strategy], ImageRecipe], client: docker.DockerClient | None) -> None:
+    """The optional model stage (`agent_repair`) on the failure that got furthest; every round is an attempt."""
+    from envfarm.tasks.envsetup.agent_repair import agent_repair
+
+    started = time.monotonic()
+    outcome: dict[str, Any] = {}
+
+    def build(candidate: Strategy) -> tuple[bool, str]:
+        t0 = time.monotonic()
+        try:
+            outcome["built"] = ensure_image(recipe_for(candidate), client, timeout=options.build_timeout)
+        except ImageBuildError as exc:
+            log = exc.log or exc.problem
+            result.attempts.append(Attempt(candidate.name, False, classify_build_failure(log), excerpt(log), time.monotonic() - t0,
+                                           repairs=list(candidate.notes)))
+            return False, log
+        return True, ""
+
+    assert options.agent_policy is not None
+    repaired = agent_repair(options.agent_policy(), nearest[0], nearest[1], build)
+    if repaired.strategy is not None:
+        _succeeded(result, repaired.strategy, outcome["built"], started)
 
 
 def _tooling(recipes: Any, strategy: Strategy, options: BuildOptions, client: docker.DockerClient | None,

@@ -260,3 +260,28 @@ def test_python_unavailable_is_apart_in_the_funnel(tmp_path):
     summary = funnel(store)
     assert summary["python_unavailable"] == {"env_images": 1, "candidates": 1}
     assert summary["env_success_rate"] == 0.333 and summary["env_success_rate_available_interpreters"] == 0.5
+
+
+def test_agent_stage_rounds_are_bounded_and_recorded():
+    from envfarm.agent.protocol import ToolCall
+    from envfarm.agent.scripted import ScriptedPolicy
+    from envfarm.tasks.envsetup.agent_repair import agent_repair
+
+    strategy = Strategy("s@py3.11", "3.11", ("uv pip install -e .",), "pytest", "pytest")
+    built: list[tuple[str, ...]] = []
+
+    def build(candidate: Strategy) -> tuple[bool, str]:
+        built.append(candidate.install)
+        return ("apt-get install -y libfoo-dev" in candidate.install, "fatal error: foo.h: No such file or directory")
+
+    policy = ScriptedPolicy(["not a call", ToolCall("bash", {"command": "true"}), ToolCall("finish"),
+                             ToolCall("bash", {"command": "apt-get install -y libfoo-dev"}), ToolCall("finish")])
+    out = agent_repair(policy, strategy, "fatal error: foo.h: No such file or directory", build)
+    assert out.strategy is not None and out.strategy.install[-2:] == ("true", "apt-get install -y libfoo-dev")
+    assert out.strategy.notes == ("agent: true", "agent: apt-get install -y libfoo-dev") and len(out.rounds) == 2
+    assert not out.rounds[0]["built"] and out.rounds[1]["built"]
+    stubborn = agent_repair(ScriptedPolicy([ToolCall("bash", {"command": "true"}), ToolCall("finish")]), strategy, "x",
+                            lambda c: (False, "still broken"), rounds=2)
+    assert stubborn.strategy is None and len(stubborn.rounds) == 2  # bounded
+    silent = agent_repair(ScriptedPolicy([ToolCall("finish")]), strategy, "x", build)
+    assert silent.strategy is None and silent.rounds == [{"steps": [], "built": False, "why": "no step proposed"}]
