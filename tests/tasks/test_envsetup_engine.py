@@ -13,28 +13,38 @@ from .fixtures import git, write
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
 
+def local_repo(tmp_path, name: str, files: dict[str, str]):  # type: ignore[no-untyped-def]
+    """A one-commit repository `acme/<name>` with a setuptools project `<name>`, mirrored: (mirror, head)."""
+    from envfarm.tasks.mirror import Mirror
+
+    src = tmp_path / name
+    src.mkdir()
+    git(src, "init", "-q", "-b", "main")
+    write(src, {"pyproject.toml": '[build-system]\nrequires=["setuptools>=61"]\nbuild-backend="setuptools.build_meta"\n'
+                                  f'[project]\nname="{name}"\nversion="0.1.0"\n[tool.setuptools]\npackages=["{name}"]\n', **files})
+    git(src, "add", "-A")
+    git(src, "commit", "-q", "-m", "x")
+    mirror = Mirror.ensure(tmp_path / "mirrors", f"acme/{name}", str(src))
+    return mirror, mirror.git_bytes("rev-parse", "HEAD").decode().strip()
+
+
+def offline(fixture_world, base_image: str, **more):  # type: ignore[no-untyped-def]
+    from envfarm.tasks.envsetup.base import BuildOptions
+
+    wheels = tuple((p.name, p.read_bytes()) for p in sorted(fixture_world["wheelhouse"].iterdir()))
+    return BuildOptions(wheelhouse=wheels, offline=True, base_image=base_image, **more)
+
+
 def test_missing_module_is_repaired_and_recorded(fixture_world, engine_client, base_image, tmp_path):
     from envfarm.images import ensure_image
     from envfarm.tasks.envsetup import recipes_for
-    from envfarm.tasks.envsetup.base import BuildOptions
     from envfarm.tasks.envsetup.build import build_env, env_recipe
-    from envfarm.tasks.mirror import Mirror
 
-    src = tmp_path / "undeclared"
-    src.mkdir()
-    git(src, "init", "-q", "-b", "main")
-    write(src, {
-        "pyproject.toml": '[build-system]\nrequires=["setuptools>=61"]\nbuild-backend="setuptools.build_meta"\n'
-                          '[project]\nname="undeclared"\nversion="0.1.0"\n[tool.setuptools]\npackages=["undeclared"]\n',
+    mirror, head = local_repo(tmp_path, "undeclared", {
         "undeclared/__init__.py": "def triple(x):\n    return 3 * x\n",
         "tests/test_u.py": "import tinydep\nfrom undeclared import triple\n\n\ndef test_triple():\n    assert triple(2) == 6 == tinydep.double(3)\n",
     })
-    git(src, "add", "-A")
-    git(src, "commit", "-q", "-m", "x")
-    mirror = Mirror.ensure(tmp_path / "mirrors", "acme/undeclared", str(src))
-    head = mirror.git_bytes("rev-parse", "HEAD").decode().strip()
-    wheels = tuple((p.name, p.read_bytes()) for p in sorted(fixture_world["wheelhouse"].iterdir()))
-    options = BuildOptions(wheelhouse=wheels, offline=True, base_image=base_image, max_builds=4)
+    options = offline(fixture_world, base_image, max_builds=4)
 
     result = build_env(mirror, "acme/undeclared", "0.1", head, None, ["tests/test_u.py"], options, client=engine_client)
 
@@ -56,33 +66,21 @@ def test_agent_stage_repairs_what_the_rules_cannot(fixture_world, engine_client,
     """Off by default; with a (scripted) policy, the model's steps are built for real and kept in the recipe."""
     from envfarm.agent.protocol import ToolCall
     from envfarm.agent.scripted import ScriptedPolicy
-    from envfarm.tasks.envsetup.base import BuildOptions
     from envfarm.tasks.envsetup.build import build_env
-    from envfarm.tasks.mirror import Mirror
 
-    src = tmp_path / "needsdata"
-    src.mkdir()
-    git(src, "init", "-q", "-b", "main")
-    write(src, {
-        "pyproject.toml": '[build-system]\nrequires=["setuptools>=61"]\nbuild-backend="setuptools.build_meta"\n'
-                          '[project]\nname="needsdata"\nversion="0.1.0"\n[tool.setuptools]\npackages=["needsdata"]\n',
+    mirror, head = local_repo(tmp_path, "needsdata", {
         "needsdata/__init__.py": "",
         "tests/test_d.py": "DATA = open('/testbed/fixtures.txt').read()\n\n\ndef test_data():\n    assert DATA.strip() == 'ok'\n",
     })
-    git(src, "add", "-A")
-    git(src, "commit", "-q", "-m", "x")
-    mirror = Mirror.ensure(tmp_path / "mirrors", "acme/needsdata", str(src))
-    head = mirror.git_bytes("rev-parse", "HEAD").decode().strip()
-    wheels = tuple((p.name, p.read_bytes()) for p in sorted(fixture_world["wheelhouse"].iterdir()))
     step = "echo ok > /testbed/fixtures.txt"
-    options = BuildOptions(wheelhouse=wheels, offline=True, base_image=base_image, max_builds=1)
+    options = offline(fixture_world, base_image, max_builds=1)
 
     off = build_env(mirror, "acme/needsdata", "0.1", head, None, ["tests/test_d.py"], options, client=engine_client)
     assert not off.ok and off.reason_class == "test_collection"  # no rule answers FileNotFoundError; the stage is off
 
     policy = lambda: ScriptedPolicy([ToolCall("bash", {"command": step}), ToolCall("finish")])  # noqa: E731
     on = build_env(mirror, "acme/needsdata", "0.1", head, None, ["tests/test_d.py"],
-                   BuildOptions(wheelhouse=wheels, offline=True, base_image=base_image, max_builds=1, agent_policy=policy), client=engine_client)
+                   offline(fixture_world, base_image, max_builds=1, agent_policy=policy), client=engine_client)
     assert on.ok, on.reason
     assert on.install is not None and on.install.install[-1] == step and on.install.strategy.endswith("+agent1")
     assert on.attempts[-1].repairs == [f"agent: {step}"]
