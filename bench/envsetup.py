@@ -94,7 +94,17 @@ def pr_diff(mirror, base: str, pr: int) -> str:  # type: ignore[no-untyped-def]
     return mirror.diff(mirror.merge_base(base, head), head).decode("utf-8", errors="replace")
 
 
-def run_task(row: dict[str, Any], options) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def shared_env(done: dict[str, dict[str, Any]], repo: str, version: str, base: str, mirror) -> dict[str, Any] | None:  # type: ignore[no-untyped-def]
+    """An env an earlier task of the same repository and dependency version built, at a commit before
+    `base`: the miner groups candidates so (`envfarm.tasks.pipeline`), and the instance layer moves to `base`."""
+    for prior in done.values():
+        if prior.get("repo") == repo and prior.get("version") == version and prior.get("env_ok") and prior.get("env_commit") \
+                and mirror.is_ancestor(prior["env_commit"], base):
+            return prior
+    return None
+
+
+def run_task(row: dict[str, Any], options, done: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     from envfarm.images import ensure_image, layer_bytes
     from envfarm.task import TaskSpec
     from envfarm.tasks.envsetup import recipes_for
@@ -117,15 +127,19 @@ def run_task(row: dict[str, Any], options) -> dict[str, Any]:  # type: ignore[no
         collect = sorted(p for p in test_files if p in existing and p.endswith(".py"))
         recipes = recipes_for("python")
         version = recipes.version(mirror, base)
-        env = build_env(mirror, row["repo"], version, base, row.get("created_at"), collect, options)
+        prior = shared_env(done or {}, row["repo"], version, base, mirror)
+        env_commit, env_date = (prior["env_commit"], prior.get("env_date")) if prior else (base, row.get("created_at"))
+        collect = prior["collect"] if prior else collect
+        out.update(version=version, env_commit=env_commit, env_date=env_date, collect=collect, env_shared_with=prior["instance_id"] if prior else None)
+        env = build_env(mirror, row["repo"], version, env_commit, env_date, collect, options)
         out.update(env_ok=env.ok, env_seconds=round(env.seconds, 1), env_reason_class=env.reason_class, env_reason=env.reason[:3000],
                    attempts=[{k: v for k, v in a.__dict__.items() if k != "reason"} | {"reason": a.reason[:600]} for a in env.attempts],
                    python=env.install.python if env.install else None, strategy=env.install.strategy if env.install else None)
         if env.ok:
             assert env.install is not None
-            built = ensure_image(instance_recipe(mirror, row["instance_id"], env.image, base, base, test_files))
+            built = ensure_image(instance_recipe(mirror, row["instance_id"], env.image, env_commit, base, test_files))
             task = TaskSpec(instance_id=row["instance_id"], repo=row["repo"], base_commit=base, patch=split.patch, test_patch=split.test_patch,
-                            problem_statement="", created_at=row.get("created_at"), version=version, environment_setup_commit=base,
+                            problem_statement="", created_at=row.get("created_at"), version=version, environment_setup_commit=env_commit,
                             image=built.tag, language="python", install=env.install,
                             extra={"test_directives": test_files, "pr_number": int(row["pr"])})
             verdict = validate(task, repeats=REPEATS, timeout=900)
@@ -246,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         with (DATA / f"results-{args.variant}.jsonl").open("a") as sink:
             for index, row in enumerate(todo, 1):
                 print(f"[{time.strftime('%H:%M:%S')}] {args.variant} {index}/{len(todo)} {row['instance_id']} ...", flush=True)
-                result = run_task(row, options)
+                result = run_task(row, options, done)
                 sink.write(json.dumps(result) + "\n")
                 sink.flush()
                 done[row["instance_id"]] = result

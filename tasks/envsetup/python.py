@@ -280,7 +280,11 @@ class PythonRecipes:
             if match:
                 declared = f"{match.group(1)}.{match.group(2)}"
                 break
-        digest = hashlib.sha256("\0".join(f"{k}\0{v}" for k, v in sorted(files.items())).encode()).hexdigest()[:8]
+        # What changes the environment: dependency files without their own version line (a release bump
+        # alone must not cost a new env image: the env is shared, instances move to their base commit) and
+        # without CI workflows (edited often, and they only hint at interpreters).
+        relevant = {k: re.sub(r"(?m)^\s*version\s*[=:].*$", "", v) for k, v in files.items() if not k.startswith(".github/")}
+        digest = hashlib.sha256("\0".join(f"{k}\0{v}" for k, v in sorted(relevant.items())).encode()).hexdigest()[:8]
         return f"{declared or '0'}+{digest}"
 
     def refusal(self, mirror: Mirror, commit: str) -> tuple[str, str] | None:

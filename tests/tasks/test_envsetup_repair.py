@@ -285,3 +285,15 @@ def test_agent_stage_rounds_are_bounded_and_recorded():
     assert stubborn.strategy is None and len(stubborn.rounds) == 2  # bounded
     silent = agent_repair(ScriptedPolicy([ToolCall("finish")]), strategy, "x", build)
     assert silent.strategy is None and silent.rounds == [{"steps": [], "built": False, "why": "no step proposed"}]
+
+
+def test_a_release_bump_or_ci_edit_keeps_the_env_a_dependency_change_does_not(tmp_path):
+    files = {"setup.cfg": "[metadata]\nname = p\nversion = 4.1.5.dev\n[options]\ninstall_requires =\n    boto3\n",
+             "setup.py": "from setuptools import setup\nsetup()\n", "p/__init__.py": "", ".github/workflows/t.yml": "python-version: ['3.9']\n"}
+    mirror, head = repo(tmp_path, files)
+    bumped, bumped_head = repo(tmp_path / "b", {**files, "setup.cfg": files["setup.cfg"].replace("4.1.5.dev", "4.1.6.dev"),
+                                                ".github/workflows/t.yml": "python-version: ['3.9', '3.10']\n"})
+    changed, changed_head = repo(tmp_path / "c", {**files, "setup.cfg": files["setup.cfg"] + "    botocore>=1.29\n"})
+    key = RECIPES.version(mirror, head)
+    assert key.startswith("4.1+") and RECIPES.version(bumped, bumped_head) == key
+    assert RECIPES.version(changed, changed_head) != key
