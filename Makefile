@@ -67,6 +67,10 @@ bench-envsetup: setup  ## env setup on real curated tasks (hours; resumable, not
 	$(PY) -m bench.envsetup --variant capped
 	$(PY) -m bench.envsetup --variant uncapped
 
+.PHONY: bench-envsetup-lang
+bench-envsetup-lang: setup  ## env setup beyond Python on real repositories (snapshots under /work/.mirror; resumable) -> bench/results/envsetup_lang.json
+	$(PY) -m bench.envsetup_lang
+
 bench-integrity: setup  ## containment probes, the red-team suite, the stream kill and concurrent writers -> bench/results/integrity.json
 	$(PY) -m bench.integrity
 

@@ -20,7 +20,7 @@ setup(
     package_dir={"envfarm": "envfarm", **{f"envfarm.{folder}": folder for folder in MAPPED}},
     package_data={
         "envfarm.store": ["migrations/script.py.mako"],
-        "envfarm.tasks": ["README.md", "examples/*.txt"],
+        "envfarm.tasks": ["README.md", "examples/*.txt", "envsetup/node/*.mjs"],
         "envfarm.trainer": ["checkpoints/tiny/*", "configs/*.yaml"],
     },
 )

@@ -143,6 +143,15 @@ def images_build(
         build_base(suite=suite, client=_client(), on_log=lambda line: console.print(line))
         return
     from envfarm.images.build import ensure_image
+
+    if what == "tooling":
+        from envfarm.config import base_image_for, settings
+        from envfarm.tasks.envsetup import recipes_for
+
+        recipe = recipes_for(language).tooling(base_image_for(suite or settings().debian_suite))
+        result = ensure_image(recipe, _client(), on_log=lambda line: console.print(line, markup=False))
+        console.print(f"{result.tag} ({'cache hit' if result.cached else f'built in {result.seconds:.1f}s'})")
+        return
     from envfarm.images.loader import load_recipe
 
     result = ensure_image(load_recipe(what), _client(), on_log=lambda line: console.print(line, markup=False))

@@ -107,4 +107,9 @@ if ! .venv/bin/python -m envfarm.cli images has-base >/dev/null 2>&1; then
   changed=1
 fi
 
+# 8. Node's tooling layer over the base (Debian's nodejs + npm), for JavaScript/TypeScript tasks; a cache hit when built
+node_tooling=$(DOCKER_HOST="${DOCKER_HOST:-unix://$SOCK_PATH}" .venv/bin/python -m envfarm.cli images build tooling --language javascript 2>&1) \
+  || { echo "$node_tooling" | tail -n 20; echo "setup: building the Node tooling layer failed (see above)"; exit 1; }
+case "$node_tooling" in *"cache hit"*) ;; *) did "built the Node tooling layer: $(echo "$node_tooling" | tail -n 1)"; changed=1 ;; esac
+
 if [ "$changed" = 0 ]; then say "nothing to do: everything is installed and running"; fi
