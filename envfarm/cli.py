@@ -133,8 +133,9 @@ def images_ls() -> None:
 
 @images_app.command("build")
 def images_build(
-    what: str = typer.Argument(..., help="'base', or a path to a recipe YAML file (kind, name, parent, steps, ...)"),
+    what: str = typer.Argument(..., help="'base', 'tooling' (a language's layer over a base), or a path to a recipe YAML file (kind, name, parent, steps, ...)"),
     suite: Optional[str] = typer.Option(None, help="Debian suite for the base image (bookworm, bullseye, trixie)"),
+    language: str = typer.Option("javascript", help="for 'tooling': the language whose tooling layer to build (e.g. javascript: Debian's Node and npm)"),
 ) -> None:
     """Build an image unless its recipe hash is already built (a cache hit)."""
     if what == "base":
