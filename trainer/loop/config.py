@@ -32,8 +32,8 @@ class PolicyCfg(_Strict):
 
 
 class TasksCfg(_Strict):
-    family: str = Field("func", description="a registered task family (trainer/loop/family.py FAMILIES): func | swe")
-    names: list[str] = Field(default_factory=list, description="func: subset of the demo family; empty = all")
+    family: str = Field("func", description="a registered task family (trainer/loop/family.py FAMILIES): func | swe | web")
+    names: list[str] = Field(default_factory=list, description="func, web: subset of the family's tasks by name; empty = all")
     ids: list[str] = Field(default_factory=list, description="swe: instance ids in the store; empty = every validated SWE task")
 
     @model_validator(mode="after")
@@ -126,6 +126,37 @@ class TrainCfg(_Strict):
     eval_samples: int = Field(16, ge=0, description="samples per task for the start/end evaluation on the whole family; 0 = off")
 
 
+class WebCfg(_Strict):
+    """The web family (tasks.family=web, trainer/families/web.py): its tasks, who writes the pages, how they are
+    judged. The judge's API key is read from ENVFARM_JUDGE_API_KEY, never from the config."""
+
+    tasks_file: str = Field("", description="YAML/JSON list of {id, prompt, rubric, script?}; empty = the built-in set")
+    author: Literal["policy", "replay", "chat"] = Field(
+        "policy", description="policy: the learned policy writes each page; replay: pages read from replay_file (a scripted "
+                              "policy, or pages written earlier); chat: an OpenAI-compatible model writes them (chat_url). "
+                              "Replayed and chat pages are scored by the learned policy for training (off-policy samples)")
+    replay_file: str = Field("", description="author=replay: JSONL of {task, text}; sample i of a group is the task's i-th text (cycling)")
+    chat_url: str = Field("", description="author=chat: the model server's /v1 base (API key from ENVFARM_AUTHOR_API_KEY)")
+    chat_model: str = ""
+    chat_max_tokens: int = Field(8192, ge=1)
+    build_timeout: float = Field(60.0, gt=0, description="seconds a page's ```build command may run in the sandbox")
+    judge_url: str = Field("", description="OpenAI-compatible /v1 base of a multimodal judge; empty = ENVFARM_JUDGE_URL, or none")
+    judge_model: str = ""
+    judge_mode: Literal["auto", "video", "frames"] = "auto"
+    judge_weight: float = Field(0.0, ge=0, le=1, description="share of the judge in the reward (0: recorded only)")
+    gate: Literal["render", "executability", "none"] = Field("render", description="render: 0 for a page that did not render (ReLook)")
+    keep_evidence: bool = Field(True, description="keep each rollout's video and report under train.out_dir/web")
+
+    @model_validator(mode="after")
+    def _author_needs_source(self) -> "WebCfg":
+        if self.author == "replay" and not self.replay_file:
+            raise ValueError("web.author is replay but web.replay_file is empty: set web.replay_file=pages.jsonl (lines of {task, text})")
+        if self.author == "chat" and not (self.chat_url and self.chat_model):
+            raise ValueError("web.author is chat but web.chat_url or web.chat_model is empty: set both, e.g. "
+                             "web.chat_url=http://127.0.0.1:8000/v1 web.chat_model=MODEL")
+        return self
+
+
 # The `sandbox:` section is envfarm's backend model itself: the trainer opens sandboxes with it.
 SandboxCfg = SandboxBackend
 
@@ -135,6 +166,7 @@ class RunConfig(_Strict):
     policy: PolicyCfg = Field(default_factory=PolicyCfg)
     tasks: TasksCfg = Field(default_factory=TasksCfg)
     agent: AgentCfg = Field(default_factory=AgentCfg)
+    web: WebCfg = Field(default_factory=WebCfg)
     rollout: RolloutCfg = Field(default_factory=RolloutCfg)
     stream: StreamCfg = Field(default_factory=StreamCfg)
     algo: AlgoCfg = Field(default_factory=AlgoCfg)

@@ -118,6 +118,7 @@ class FamilyEntry:
 FAMILIES: dict[str, FamilyEntry] = {
     "func": FamilyEntry("envfarm.trainer.families.func:FuncFamily", partial_rollouts=True, shared_sandbox=True),
     "swe": FamilyEntry("envfarm.trainer.families.swe:SweFamily", partial_rollouts=False, shared_sandbox=False),
+    "web": FamilyEntry("envfarm.trainer.families.web:WebFamily", partial_rollouts=False, shared_sandbox=True),
 }
 
 

@@ -61,15 +61,15 @@ def echo_registered(monkeypatch):  # type: ignore[no-untyped-def]
 def test_only_registered_families_and_capabilities_decide(echo_registered):
     cfg = load_config(DEMO, ["tasks.family=echo"])
     assert isinstance(open_family(cfg), EchoFamily) and [t.id for t in open_family(cfg).tasks()] == ["a", "b"]
-    with pytest.raises(EnvfarmError, match=r"tasks.family='web' is not a registered task family") as info:
-        load_config(DEMO, ["tasks.family=web"])
+    with pytest.raises(EnvfarmError, match=r"tasks.family='nosuch' is not a registered task family") as info:
+        load_config(DEMO, ["tasks.family=nosuch"])
     assert "func" in info.value.fix and "echo" in info.value.fix
     # The checks follow what a family declares, not its name: echo declared no partial rollouts, and (by
     # default) grading in the worker's one sandbox, so listed pods serve it as they serve func.
     with pytest.raises(EnvfarmError, match=r"rollout.partial.enabled is implemented for tasks.family=func only"):
         load_config(DEMO, ["tasks.family=echo", "rollout.partial.enabled=true", "rollout.partial.token_budget=2"])
     assert load_config(DEMO, ["tasks.family=echo", "sandbox.backend=kubernetes", "sandbox.kubernetes.pods=[p]"]).tasks.family == "echo"
-    with pytest.raises(EnvfarmError, match=r"grades tasks.family=func\|echo only from listed pods \(swe episodes"):
+    with pytest.raises(EnvfarmError, match=r"grades tasks.family=func\|web\|echo only from listed pods \(swe episodes"):
         load_config(DEMO, ["tasks.family=swe", "sandbox.backend=kubernetes", "sandbox.kubernetes.pods=[p]"])
 
 

@@ -1,0 +1,196 @@
+"""tasks.family=web: pages written for a prompt are staged in a real sandbox, verified in Chromium from the
+recorded session (offline CDN shim), and rewarded into the stream. The tiny policy cannot write a page, so a
+scripted author (web.author=replay) hands in known-good and known-broken pages; the policy scores them for
+training. End to end through the real RL loop on Ray, and with the OpenAI chat driver as the author."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from envfarm.errors import EnvfarmError
+from envfarm.stream.events import RewardEvent
+from envfarm.trainer.loop.config import load_config
+from envfarm.trainer.loop.family import CallStats, GroupWork
+
+DEMO = Path(__file__).resolve().parents[3] / "trainer/configs/demo.yaml"
+COUNTER = """<!doctype html><html><body style="font: 32px sans-serif; background: #eef">
+<h1 style="background: #236; color: #fff">Counter</h1><button id="inc" style="font-size: 32px">Add one</button> <span id="count">0</span>
+<script>let n = 0; document.getElementById("{target}").addEventListener("click", () => {{
+  n += 1; document.getElementById("count").textContent = String(n); }});</script></body></html>"""
+GOOD = f"Here is the page:\n```html\n{COUNTER.format(target='inc')}\n```"
+WRONG_ELEMENT = f"```html\n{COUNTER.format(target='count')}\n```"  # the handler sits on the number, not the button
+NO_PAGE = "I am a small model and cannot write web pages."
+ESCAPE = f"```html ../../index.html\n{COUNTER.format(target='inc')}\n```"
+BUILT = ("```python gen.py\nimport os\nos.makedirs('dist', exist_ok=True)\nopen('dist/index.html', 'w').write(open('page.tpl').read())\n```\n"
+         f"```html page.tpl\n{COUNTER.format(target='inc')}\n```\n```build\npython3 gen.py\n```")
+FAILING_BUILD = f"```html\n{COUNTER.format(target='inc')}\n```\n```build\nexit 3\n```"
+PAGES = [GOOD, WRONG_ELEMENT, NO_PAGE, ESCAPE, BUILT, FAILING_BUILD]
+
+
+def _browser_or_skip() -> None:
+    for tool in ("chromium", "ffmpeg"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} not installed: run make setup")
+    from envfarm.verifiers.web.setup_ffmpeg import video_ready
+
+    if not video_ready():
+        pytest.skip("Playwright's ffmpeg link missing: run python -m envfarm.verifiers.web.setup_ffmpeg (make setup does)")
+
+
+def _replay(tmp_path: Path, pages: list[str], task: str = "web-counter") -> Path:
+    path = tmp_path / "pages.jsonl"
+    path.write_text("".join(json.dumps({"task": task, "text": p}) + "\n" for p in pages))
+    return path
+
+
+def _roll(cfg, monkeypatch, version: int = 0) -> tuple[CallStats, list[RewardEvent]]:  # type: ignore[no-untyped-def]
+    """One call of a real rollout worker of the family on one group of the counter task; the events it publishes."""
+    import envfarm.trainer.loop.worker as worker_module
+
+    worker = worker_module.RolloutWorker(cfg, 0, "pytest-web", stream=None)
+    published: list[RewardEvent] = []
+    monkeypatch.setattr(worker, "publish", lambda event: published.append(event) or "accepted")
+    try:
+        return worker.family.rollout(worker, [GroupWork("g1", "web-counter")], version), published
+    finally:
+        worker.close()
+
+
+def test_config_and_task_errors_are_one_line_each(tmp_path):
+    from envfarm.trainer.families.web import WebFamily
+
+    assert load_config(DEMO, ["tasks.family=web"]).web.author == "policy"
+    with pytest.raises(EnvfarmError, match="web.author is replay but web.replay_file is empty"):
+        load_config(DEMO, ["tasks.family=web", "web.author=replay"])
+    with pytest.raises(EnvfarmError, match=r"tasks.names \['nope'\] are not web tasks"):
+        WebFamily(load_config(DEMO, ["tasks.family=web", "tasks.names=[nope]"]))
+    with pytest.raises(EnvfarmError, match=r"has no page for task\(s\) \['web-paint-board'"):
+        WebFamily(load_config(DEMO, ["tasks.family=web", "web.author=replay", f"web.replay_file={_replay(tmp_path, [GOOD])}"]))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"task": "web-counter", "text": 1}\n')
+    with pytest.raises(EnvfarmError, match="line 1 is not {task, text}"):
+        WebFamily(load_config(DEMO, ["tasks.family=web", "tasks.names=[web-counter]", "web.author=replay", f"web.replay_file={bad}"]))
+    tasks = tmp_path / "tasks.yaml"
+    tasks.write_text("- {id: a, prompt: p, rubric: [r], script: {steps: [{click: '#x'}]}}\n")
+    with pytest.raises(EnvfarmError, match="the first step must be a goto"):
+        WebFamily(load_config(DEMO, ["tasks.family=web", f"web.tasks_file={tasks}"]))
+    with pytest.raises(EnvfarmError, match="web.judge_weight is 0.5 but no judge is configured"):
+        WebFamily(load_config(DEMO, ["tasks.family=web", "web.judge_weight=0.5", "web.judge_url="]))
+    with pytest.raises(EnvfarmError, match="web.author is chat but web.chat_url or web.chat_model is empty"):
+        load_config(DEMO, ["tasks.family=web", "web.author=chat", "web.chat_model=m"])
+    too_long = _replay(tmp_path, ["x" * 5000])
+    family = WebFamily(load_config(DEMO, ["tasks.family=web", "tasks.names=[web-counter]", "web.author=replay", f"web.replay_file={too_long}"]))
+    from envfarm.trainer.loop.worker import build_policy
+
+    host = type("Host", (), {"policy": build_policy(load_config(DEMO, ["policy.checkpoint=null"]))})()
+    [(completion, failure)] = family._author(host, family.tasks(), [0])  # type: ignore[arg-type]
+    assert "exceeds the policy's 4096 positions" in failure and completion.tokens == [host.policy.model.config.eos_token_id]
+
+
+@pytest.mark.engine
+@pytest.mark.browser
+@pytest.mark.slow
+def test_known_good_and_broken_pages_are_rewarded_in_order(base_image, tmp_path, monkeypatch):
+    """A worker of the web family grades six answers for the counter task in its real sandbox and browser:
+    the good page 1; the handler on the wrong element below it but above 0; no page, an escaping path and a
+    failing build 0 with their reasons, not as failures (they reach no browser); the project whose build
+    writes dist/index.html 1. Each event carries the policy's tokens and log-probs of the replayed text."""
+    _browser_or_skip()
+    cfg = load_config(DEMO, ["tasks.family=web", "tasks.names=[web-counter]", "policy.checkpoint=null", "web.author=replay",
+                             f"web.replay_file={_replay(tmp_path, PAGES)}", f"rollout.group_size={len(PAGES)}",
+                             f"train.out_dir={tmp_path / 'out'}"])
+    stats, published = _roll(cfg, monkeypatch, version=3)
+    by = {PAGES.index(p): e for p, e in zip(PAGES, published)}
+    assert stats.rollouts == len(PAGES) and stats.failed == 0 and [e.rollout_id for e in published] == [f"g1-{i}" for i in range(len(PAGES))]
+    good, wrong, none, escape, built, failing = (by[i] for i in range(len(PAGES)))
+    assert good.reward == 1.0 and good.passed and built.reward == 1.0 and built.passed, (good.details, built.details)
+    assert 0.0 < wrong.reward < good.reward and not wrong.passed and any("text #count" in c for c in wrong.details["failed_checks"])
+    assert none.reward == 0.0 and "no ```html block" in none.details["reason"]
+    assert escape.reward == 0.0 and "climbs out" in escape.details["reason"]
+    assert failing.reward == 0.0 and "build command exited with 3" in failing.details["reason"]
+    assert all(not e.failed and e.policy_version == 3 and e.domain == "web" for e in published)
+    for e in published:  # the replayed page is what the policy is trained on: its tokens end in EOS, one log-prob each
+        assert len(e.payload["tokens"]) == len(e.payload["logprobs"]) > 0 and all(lp <= 0 for lp in e.payload["logprobs"])
+    assert Path(good.details["report"]).is_file() and (tmp_path / "out" / "web" / "g1-0" / "session.webm").is_file()
+
+
+@pytest.mark.engine
+@pytest.mark.browser
+@pytest.mark.slow
+def test_the_judge_sees_the_video_and_a_failing_judge_fails_the_rollout(base_image, tmp_path, monkeypatch):
+    _browser_or_skip()
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "verifiers"))
+    from judge_server import ScriptedJudge, raw, verdict
+
+    with ScriptedJudge([verdict(10, 4, 6), raw(200, "garbage")]) as judge:
+        cfg = load_config(DEMO, ["tasks.family=web", "tasks.names=[web-counter]", "policy.checkpoint=null", "web.author=replay",
+                                 f"web.replay_file={_replay(tmp_path, [GOOD])}", "rollout.group_size=2", f"web.judge_url={judge.url}",
+                                 "web.judge_model=vl", "web.judge_weight=0.5", "web.keep_evidence=false", f"train.out_dir={tmp_path / 'out'}"])
+        stats, published = _roll(cfg, monkeypatch)
+    judged, failed = published
+    deterministic = judged.details["blend"]["deterministic"]  # the checks' score (1.0 for this page on a quiet machine)
+    assert deterministic > 0.5 and judged.details["blend"]["gate"] == 1.0, judged.details
+    assert judged.reward == pytest.approx(0.5 * deterministic + 0.5 * (1.0 + 0.4 + 0.6) / 3, abs=1e-4), judged.details
+    assert judged.details["judge"]["media"] == "video/mp4"
+    assert [p["type"] for p in judge.parts(0)] == ["text", "video_url"] and "Add one" in judge.parts(0)[0]["text"]
+    assert failed.failed and failed.failure == "judge_error" and failed.failure_class == "infrastructure" and stats.failed == 1
+    assert not (tmp_path / "out" / "web").exists()  # keep_evidence=false
+
+
+@pytest.mark.engine
+@pytest.mark.browser
+@pytest.mark.slow
+def test_an_external_model_writes_the_pages(base_image, tmp_path, monkeypatch):
+    """web.author=chat: an OpenAI-compatible server (here a scripted one on 127.0.0.1) writes each page with
+    the scaffold's chat driver; the learned policy scores the text for training, as with replay."""
+    _browser_or_skip()
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "agent"))
+    from scripted_openai_server import ScriptedOpenAIServer
+
+    with ScriptedOpenAIServer({"page-writer": [GOOD]}) as server:
+        cfg = load_config(DEMO, ["tasks.family=web", "tasks.names=[web-counter]", "policy.checkpoint=null", "web.author=chat",
+                                 f"web.chat_url={server.url}", "web.chat_model=page-writer", "rollout.group_size=2",
+                                 f"train.out_dir={tmp_path / 'out'}"])
+        _, published = _roll(cfg, monkeypatch)
+        asked = server.requests
+    assert [e.reward for e in published] == [1.0, 1.0] and all(e.details["author"] == "chat" for e in published)
+    assert len(asked) == 2 and "a click counter" in asked[0]["messages"][-1]["content"] and "tools" not in asked[0]
+
+
+@pytest.mark.ray
+@pytest.mark.engine
+@pytest.mark.browser
+@pytest.mark.slow
+def test_rl_loop_trains_on_web_rewards(base_image, tmp_path, ray_local):
+    """The real trainer on local Ray: one step of GRPO on a group of a good and a broken counter page; the
+    rewards reach the ledger in order and the group is trained on."""
+    _browser_or_skip()
+    from envfarm.store.db import Store
+    from envfarm.store.models import RewardRow
+    from envfarm.trainer.loop.run import train
+
+    url = f"sqlite:///{tmp_path / 'web.db'}"
+    out = tmp_path / "out"
+    cfg = load_config(DEMO, ["tasks.family=web", "tasks.names=[web-counter]", "web.author=replay",
+                             f"web.replay_file={_replay(tmp_path, [GOOD, WRONG_ELEMENT])}", "rollout.group_size=2",
+                             "rollout.groups_per_call=1", "train.groups_per_step=1", "train.steps=1", "train.eval_samples=0",
+                             "policy.checkpoint=null", f"train.out_dir={out}", f"store_url={url}"])
+    summary = train(cfg)
+    assert summary["steps"] == 1
+    row = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    assert row["trained_groups"] == 1 and row["train_tokens"] > 0
+    store = Store(url)
+    with store.session() as s:
+        trained = {r.rollout_id: r for r in s.query(RewardRow).all() if r.rollout_id in row["rollout_ids"]}
+    store.dispose()
+    assert len(trained) == 2
+    rewards = sorted(trained.items())
+    assert rewards[0][1].value == 1.0 and 0.0 < rewards[1][1].value < 1.0  # sample 0 replays the good page, 1 the broken one
