@@ -44,7 +44,7 @@ from envfarm.trainer.rollout.policy import Policy
 from envfarm.trainer.rollout.result import Completion
 from envfarm.userfiles import read_text
 from envfarm.verifiers.reward import Reward
-from envfarm.verifiers.web.blend import RewardBlend
+from envfarm.verifiers.web.blend import RewardBlend, blend_exploration
 from envfarm.verifiers.web.browser import BrowserHost
 from envfarm.verifiers.web.cdn import CdnShim
 from envfarm.verifiers.web.judge import JudgeClient
@@ -206,7 +206,8 @@ class WebFamily:
                     else:
                         from envfarm.verifiers.web.explorer import explore_web_async
 
-                        results.append(await explore_web_async(browser, app, out_dir, item.rubric_text, cdn=self.cdn))
+                        explored = await explore_web_async(browser, app, out_dir, item.rubric_text, cdn=self.cdn)
+                        results.append(await asyncio.to_thread(blend_exploration, explored, self.blend, self.judge, item.rubric_text))
                 except EnvfarmError as exc:
                     results.append(exc.line())
                 except Exception as exc:  # noqa: BLE001 - a browser crash is one rollout's infrastructure failure, not the run's

@@ -17,10 +17,12 @@ sent to the judge: its reward is 0 whatever the judge would say.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any, Callable, Literal
 
 from envfarm.errors import EnvfarmError
+from envfarm.verifiers.reward import Reward
 from envfarm.verifiers.web.checks import Scores
 from envfarm.verifiers.web.judge import AXES, JudgeClient, JudgeError, JudgeInput
 from envfarm.verifiers.web.runner import CheckResult
@@ -91,3 +93,18 @@ def blended_reward(blend: RewardBlend, scores: Scores, deterministic: float, not
     out["judge"] = verdict.to_dict()
     parts["judge"] = round(judged, 4)
     return round(gate * ((1 - blend.judge_weight) * deterministic + blend.judge_weight * judged), 4), out
+
+
+def blend_exploration(reward: Reward, blend: RewardBlend, judge: JudgeClient | None, rubric: str) -> Reward:
+    """The blend on an unscripted verification (explorer.explore_web_async, whose value is already 0 when its
+    gate fails): the same gate x blend as scripted mode, the judge shown the exploration's video, keyframes
+    and interactions (JudgeInput.from_report reads its report.json)."""
+    explore = reward.details.get("explore", {})
+    gate = explore.get("gate", {})
+    not_rendered = "" if gate.get("loaded") and gate.get("not_blank") else \
+        "; ".join(gate.get("reasons", [])) or "the page did not load or stayed blank"
+    s = reward.details.get("scores", {})
+    scores = Scores(float(s.get("executability", 0.0)), float(s.get("functional", 0.0)), float(s.get("visual", 0.0)))
+    report = reward.evidence.get("report_json", "")
+    value, judged = blended_reward(blend, scores, reward.value, not_rendered, judge, lambda: JudgeInput.from_report(Path(report), rubric))
+    return replace(reward, value=value, details={**reward.details, **judged})

@@ -117,18 +117,28 @@ class JudgeInput:
 
     @classmethod
     def from_report(cls, report_json: Path, rubric: str) -> "JudgeInput":
-        """Read a verification's report.json (the evidence bundle): the video, the keyframes with when they
-        were taken, the steps, the failed checks and the page's errors."""
+        """Read a verification's report.json (the evidence bundle), scripted or explored: the video, the
+        keyframes with when they were taken, the actions, the failed checks and the page's errors."""
         report = json.loads(Path(report_json).read_text())
         session = report.get("session", {})
+        video = Path(session["video"]) if session.get("video") and Path(session["video"]).is_file() else None
+        errors = [f"uncaught exception: {e}" for e in session.get("page_errors", [])[:5]]
+        errors += [f"console error: {e}" for e in session.get("console_errors", [])[:5]]
+        if report.get("mode") == "explore":
+            result = report.get("result", {})
+            frames = [TimedFrame(Path(k["path"]), float(k["t_s"]), str(k.get("label", ""))) for k in result.get("keyframes", []) if k.get("t_s") is not None]
+            timeline = [TimelineEvent(float(i["started_s"]), f"{i['action']} {i.get('label') or i['target']}"
+                                      + ("" if i.get("effective") else " (no visible effect measured)"), not i.get("errors"))
+                        for i in result.get("interactions", [])]
+            found = [f"gate: {r}" for r in result.get("gate", {}).get("reasons", [])]
+            found += [f"dead control {d}" for d in result.get("interactivity", {}).get("dead", [])]
+            found += [f"rubric: {r['requirement']}: failed ({r['check']})" for r in result.get("rubric", []) if r.get("passed") is False]
+            return cls(rubric, video, session.get("video_offset_s"), sorted(frames, key=lambda f: f.t_s), timeline, found + errors)
         labels = {s["index"]: s["label"] for s in session.get("steps", [])}
         frames = [TimedFrame(Path(k["path"]), float(k["t_s"]), labels.get(k["step"], "") if k.get("step") is not None else "")
                   for k in report.get("keyframe_times", []) if k.get("t_s") is not None]
         timeline = [TimelineEvent(float(s["started_s"]), s["label"], bool(s.get("ok", True))) for s in session.get("steps", [])]
-        video = Path(session["video"]) if session.get("video") and Path(session["video"]).is_file() else None
-        observations = list(report.get("details", {}).get("failed_checks", []))
-        observations += [f"uncaught exception: {e}" for e in session.get("page_errors", [])[:5]]
-        observations += [f"console error: {e}" for e in session.get("console_errors", [])[:5]]
+        observations = list(report.get("details", {}).get("failed_checks", [])) + errors
         return cls(rubric, video, session.get("video_offset_s"), sorted(frames, key=lambda f: f.t_s), timeline, observations)
 
 
