@@ -45,7 +45,10 @@ def test_command(eval_script: str, where: str) -> str:
             heredoc = found.group(1) if found else None
             continue
         setup.append(line)
-    tests = [line for line in lines[begin + 1:finish] if line.strip()]
+    # The exit-code capture the harness adds when it writes the script out (record_test_exit_code) would
+    # make the script's own status 0: run_tests reads the test command's status directly instead.
+    capture = f"{harness.module('constants').TEST_EXIT_CODE_VAR}="
+    tests = [line for line in lines[begin + 1:finish] if line.strip() and not line.strip().startswith(capture)]
     if not tests:
         raise ImportRowError(f"{where}: field 'eval_script' runs no command between its test markers",
                              "give the harness's eval script as the dataset publishes it")

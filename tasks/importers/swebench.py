@@ -13,7 +13,7 @@ from typing import Any
 
 from envfarm.task import InstallConfig, TaskSpec
 from envfarm.tasks.importers.base import Importer, plain, test_list, text, timestamp
-from envfarm.tasks.importers.eval_script import test_command
+from envfarm.tasks.importers.eval_script import test_command, test_directives
 
 REQUIRED = frozenset({"instance_id", "repo", "base_commit", "patch", "test_patch", "problem_statement", "FAIL_TO_PASS", "PASS_TO_PASS"})
 OPTIONAL = frozenset({
@@ -47,6 +47,7 @@ def swebench_fields(row: dict[str, Any], where: str) -> dict[str, Any]:
 def to_task(row: dict[str, Any], where: str) -> TaskSpec:
     install = plain(row.get("install_config")) or {}
     recipe: dict[str, Any] = dict(install) if isinstance(install, dict) else {}
+    extra = {k: plain(row[k]) for k in ("difficulty", "image_assets") if row.get(k) not in (None, "")}
     if row.get("log_parser"):
         recipe["log_parser"] = f"swebench:{row['log_parser']}"
     for key in ("eval_type", "eval_script"):
@@ -54,7 +55,8 @@ def to_task(row: dict[str, Any], where: str) -> TaskSpec:
             recipe[key] = row[key]
     if row.get("eval_script"):  # the dataset's own test command (swebench 5.x rows), run by run_tests
         recipe["test_cmd"] = test_command(text(row["eval_script"]), where)
-    extra = {k: plain(row[k]) for k in ("difficulty", "image_assets") if row.get(k) not in (None, "")}
+    elif not recipe.get("test_cmd"):  # no command given: envfarm's pytest default, on the files test_patch touches
+        extra["test_directives"] = test_directives(text(row["test_patch"]), text(row["repo"]))
     return TaskSpec(
         **swebench_fields(row, where),
         image=text(row.get("image") or row.get("image_name")),

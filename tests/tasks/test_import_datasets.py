@@ -191,3 +191,29 @@ def test_the_cli_imports_and_names_a_bad_row(tmp_path: Path) -> None:
                          capture_output=True, text=True, env=env, timeout=300)
     assert bad.returncode == 2 and "'_download_metadata' is not part of the swebench format" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+EVAL_SH = Path(__file__).parents[1] / "verifiers" / "data" / "swebench_logs" / "django__django-11049" / "eval.sh"
+
+
+def test_a_swebench5_eval_script_becomes_its_environment_and_test_lines(tmp_path: Path) -> None:
+    """A real eval.sh the harness wrote (django__django-11049): run_tests does the reset and the test patch
+    itself, so the command keeps the environment lines and the test line, and nothing of git's."""
+    import shlex
+
+    row = _row() | {"eval_script": EVAL_SH.read_text(), "image": "swebench/sweb.eval.x86_64.astropy_1776_astropy-11693:latest",
+                    "log_parser": "parse_log_astropy", "eval_type": "pass_and_fail"}
+    (task,) = read_tasks(_write_jsonl(tmp_path / "sb5.jsonl", [row]))[1]
+    argv = shlex.split(task.install.test_cmd)
+    assert argv[:2] == ["bash", "-c"] and task.image == row["image"] and task.log_parser == "swebench:parse_log_astropy"
+    script = argv[2].splitlines()
+    assert script[:4] == ["set -uo pipefail", "source /opt/miniconda3/bin/activate", "conda activate testbed", "cd /testbed"]
+    assert "python -m pip install -e ." in script and "export LC_ALL=en_US.UTF-8" in script
+    assert script[-1] == "./tests/runtests.py --verbosity 2 --settings=test_sqlite --parallel 1 model_fields.test_durationfield"
+    assert not [line for line in script if line.startswith(("git ", "diff ", "EOF_", "SWEBENCH_TEST_EXIT_CODE"))]
+
+
+def test_an_eval_script_without_test_markers_is_refused_by_row_and_field(tmp_path: Path) -> None:
+    row = _row() | {"eval_script": "#!/bin/bash\npytest\n"}
+    with pytest.raises(ImportRowError, match=r"rows\.jsonl:1: field 'eval_script' has no test section"):
+        read_tasks(_write_jsonl(tmp_path / "rows.jsonl", [row]), "swebench")

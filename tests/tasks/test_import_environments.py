@@ -22,82 +22,22 @@ from typing import Any, Iterator
 
 import pytest
 
-from envfarm.errors import EnvfarmError
 from envfarm.tasks.envsetup.base import BuildOptions
-from envfarm.tasks.harness_eval import TaskImages, evaluate, load_tasks, read_predictions, sandbox_runner
+from envfarm.tasks.harness_eval import TaskImages, evaluate, read_predictions, sandbox_runner
 from envfarm.tasks.harness_validate import validate_tasks, validation_report
 from envfarm.tasks.importers import import_path, read_tasks
 from envfarm.tasks.importers.images import RECIPE, REGISTRY, EnvSources, TaskEnvError, ensure_env
 
-from .fixtures import git, write
+from .swe_import_fixtures import IMAGE, make_project, rebench_row, swebench5_row, write_jsonl
 
 pytestmark = pytest.mark.slow
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REGISTRY_PORT = 5714  # the loopback registry scripts/setup.sh marks as plain HTTP for Podman
-CALC = "def add(a, b):\n    return a - b\n\n\ndef neg(a):\n    return -a\n"
-TESTS = "from calc import add, neg\n\n\ndef test_neg():\n    assert neg(2) == -2\n"
-NEW_TESTS = TESTS + "\n\ndef test_add():\n    assert add(2, 3) == 5\n"
-IMAGE = "swebench/sweb.eval.x86_64.acme_1776_calc-2:latest"
-
-
-def _diff(repo: Path, path: str, new: str) -> str:
-    old = (repo / path).read_text()
-    (repo / path).write_text(new)
-    out = git(repo, "diff", "--", path) + "\n"
-    (repo / path).write_text(old)
-    return out
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> dict[str, Any]:
-    root = tmp_path_factory.mktemp("swe-import")
-    repo = root / "calc-work"
-    repo.mkdir()
-    git(repo, "init", "-q", "-b", "main")
-    write(repo, {
-        "pyproject.toml": '[build-system]\nrequires=["setuptools>=61"]\nbuild-backend="setuptools.build_meta"\n'
-                          '[project]\nname="calc"\nversion="0.1.0"\n[tool.setuptools]\npackages=["calc"]\n',
-        "calc/__init__.py": CALC,
-        "tests/test_calc.py": TESTS,
-        ".gitignore": "*.egg-info/\n__pycache__/\n",
-    })
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "initial")
-    base = git(repo, "rev-parse", "HEAD")
-    mirrors = root / "mirrors"
-    mirrors.mkdir()
-    subprocess.run(["git", "clone", "-q", "--mirror", str(repo), str(mirrors / "acme__calc.git")], check=True)
-    return {"root": root, "mirrors": mirrors, "base": base,
-            "patch": _diff(repo, "calc/__init__.py", CALC.replace("a - b", "a + b")),
-            "wrong": _diff(repo, "calc/__init__.py", CALC.replace("a - b", "a * b")),
-            "test_patch": _diff(repo, "tests/test_calc.py", NEW_TESTS)}
-
-
-def _common(project: dict[str, Any]) -> dict[str, Any]:
-    return {"instance_id": "acme__calc-2", "repo": "acme/calc", "base_commit": project["base"], "patch": project["patch"],
-            "test_patch": project["test_patch"], "problem_statement": "add() subtracts", "hints_text": "", "created_at": "2024-02-01T00:00:00Z",
-            "version": "0.1", "environment_setup_commit": project["base"],
-            "FAIL_TO_PASS": json.dumps(["tests/test_calc.py::test_add"]), "PASS_TO_PASS": json.dumps(["tests/test_calc.py::test_neg"])}
-
-
-def rebench_row(project: dict[str, Any]) -> dict[str, Any]:
-    recipe = {"python": "3.11", "packages": "", "pip_packages": ["pytest"], "pre_install": [], "install": "python -m pip install -e .",
-              "test_cmd": "pytest -rA", "log_parser": "parse_log_pytest"}
-    return _common(project) | {"install_config": recipe, "meta": {"has_test_patch": True}, "docker_image": ""}
-
-
-def swebench5_row(project: dict[str, Any]) -> dict[str, Any]:
-    script = "\n".join([
-        "#!/bin/bash", "set -uxo pipefail", "cd /testbed", "git config --global --add safe.directory /testbed", "git status",
-        f"git checkout {project['base']} tests/test_calc.py", "git apply -v - <<'EOF_114329324912'", project["test_patch"].rstrip("\n"),
-        "EOF_114329324912", ": '>>>>> Start Test Output'", "pytest -rA tests/test_calc.py", ": '>>>>> End Test Output'",
-        f"git checkout {project['base']} tests/test_calc.py", ""])
-    return _common(project) | {"image": IMAGE, "eval_script": script, "log_parser": "parse_log_pytest", "eval_type": "pass_and_fail"}
-
-
-def _jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
+    return make_project(tmp_path_factory.mktemp("swe-import"))
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +86,7 @@ def _push(client, image: str, ref: str) -> None:  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="module")
 def recipe_task(project, sources, engine_client, base_image):  # type: ignore[no-untyped-def]
-    path = _jsonl(project["root"] / "rebench.jsonl", [rebench_row(project)])
+    path = write_jsonl(project["root"] / "rebench.jsonl", [rebench_row(project)])
     fmt, (task,) = read_tasks(path)
     env = ensure_env(task, sources, engine_client)
     return fmt, task, env
@@ -172,7 +112,7 @@ def test_gold_resolves_and_empty_does_not_on_the_recipe_image(recipe_task, sourc
 
 
 def test_no_environment_is_an_infrastructure_failure_not_a_task_failure(project) -> None:  # type: ignore[no-untyped-def]
-    task = read_tasks(_jsonl(project["root"] / "nomirror.jsonl", [rebench_row(project) | {"repo": "acme/elsewhere"}]))[1][0]
+    task = read_tasks(write_jsonl(project["root"] / "nomirror.jsonl", [rebench_row(project) | {"repo": "acme/elsewhere"}]))[1][0]
     sources = EnvSources(mirrors=project["mirrors"])
     with pytest.raises(TaskEnvError) as err:
         ensure_env(task, sources)
@@ -184,13 +124,13 @@ def test_no_environment_is_an_infrastructure_failure_not_a_task_failure(project)
 def test_swebench5_row_pulls_its_image_from_the_registry_and_evaluates(project, recipe_task, registry, engine_client, tmp_path) -> None:  # type: ignore[no-untyped-def]
     _, _, env = recipe_task
     _push(engine_client, env.image, f"127.0.0.1:{REGISTRY_PORT}/{IMAGE}")
-    tasks_file = _jsonl(tmp_path / "swebench.jsonl", [swebench5_row(project)])
+    tasks_file = write_jsonl(tmp_path / "swebench.jsonl", [swebench5_row(project)])
     (task,) = read_tasks(tasks_file)[1]
     assert task.install.test_cmd.startswith("bash -c ") and "git apply" not in task.install.test_cmd and "pytest -rA tests/test_calc.py" in task.install.test_cmd
     pulled = ensure_env(task, EnvSources(registry=registry), engine_client)
     assert (pulled.source, pulled.image) == (REGISTRY, f"127.0.0.1:{REGISTRY_PORT}/{IMAGE}")
     preds = tmp_path / "preds.jsonl"
-    _jsonl(preds, [{"instance_id": "acme__calc-2", "model_name_or_path": "org/model", "model_patch": project["patch"]}])
+    write_jsonl(preds, [{"instance_id": "acme__calc-2", "model_name_or_path": "org/model", "model_patch": project["patch"]}])
     out = tmp_path / "out"
     env_vars = {**os.environ, "ENVFARM_HOME": str(tmp_path / "home"), "ENVFARM_IMAGE_REGISTRY": registry}
     cmd = [sys.executable, "-P", "-m", "envfarm.cli", "eval", "--predictions", str(preds), "--tasks", str(tasks_file), "--out", str(out),
@@ -216,7 +156,7 @@ def test_eval_grades_each_kind_of_prediction_like_the_harness(project, recipe_ta
              "acme__calc-4": task.model_copy(update={"instance_id": "acme__calc-4"}),
              "acme__calc-5": task.model_copy(update={"instance_id": "acme__calc-5"})}
     preds = tmp_path / "preds.jsonl"
-    _jsonl(preds, [{"instance_id": "acme__calc-2", "model_name_or_path": "m", "model_patch": project["wrong"]},
+    write_jsonl(preds, [{"instance_id": "acme__calc-2", "model_name_or_path": "m", "model_patch": project["wrong"]},
                    {"instance_id": "acme__calc-3", "model_name_or_path": "m", "model_patch": ""},
                    {"instance_id": "acme__calc-4", "model_name_or_path": "m", "model_patch": "diff --git a/nope.py b/nope.py\n--- a/nope.py\n+++ b/nope.py\n@@ -1 +1 @@\n-x\n+y\n"}])
     run = sandbox_runner(300, prepare=TaskImages(sources).prepare)
@@ -237,8 +177,8 @@ def test_eval_grades_each_kind_of_prediction_like_the_harness(project, recipe_ta
 
 
 def test_a_prediction_naming_an_unknown_instance_is_one_line(project, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    preds = _jsonl(tmp_path / "preds.jsonl", [{"instance_id": "acme__calc-99", "model_name_or_path": "m", "model_patch": "x"}])
-    tasks_file = _jsonl(tmp_path / "rows.jsonl", [rebench_row(project)])
+    preds = write_jsonl(tmp_path / "preds.jsonl", [{"instance_id": "acme__calc-99", "model_name_or_path": "m", "model_patch": "x"}])
+    tasks_file = write_jsonl(tmp_path / "rows.jsonl", [rebench_row(project)])
     done = subprocess.run([sys.executable, "-P", "-m", "envfarm.cli", "eval", "--predictions", str(preds), "--tasks", str(tasks_file),
                            "--out", str(tmp_path / "out")], capture_output=True, text=True, cwd=REPO_ROOT,
                           env={**os.environ, "ENVFARM_HOME": str(tmp_path / "home")}, timeout=120)
@@ -251,7 +191,7 @@ def test_import_then_build_records_the_environment_and_reimport_keeps_it(project
     from envfarm.store import TaskRow
     from envfarm.tasks.importers.base import with_environment
 
-    path = _jsonl(project["root"] / "store.jsonl", [rebench_row(project)])
+    path = write_jsonl(project["root"] / "store.jsonl", [rebench_row(project)])
     assert import_path(store, path).inserted == ["acme__calc-2"]
     _, _, env = recipe_task
     with store.session() as session:
@@ -261,3 +201,13 @@ def test_import_then_build_records_the_environment_and_reimport_keeps_it(project
     assert import_path(store, path).unchanged == ["acme__calc-2"]
     with store.session(readonly=True) as session:
         assert session.get(TaskRow, "acme__calc-2").image == env.image
+
+
+def test_a_row_with_no_recipe_and_no_image_gets_envfarms_own_environment_setup(project, sources, engine_client) -> None:  # type: ignore[no-untyped-def]
+    row = {k: v for k, v in swebench5_row(project).items() if k not in ("image", "eval_script", "eval_type")}
+    (task,) = read_tasks(write_jsonl(project["root"] / "plain.jsonl", [row]))[1]
+    assert task.extra["test_directives"] == ["tests/test_calc.py"] and not task.image
+    env = ensure_env(task, sources, engine_client)
+    assert env.source == "envsetup" and [a["source"] for a in env.attempts] == ["envsetup"]
+    (result,) = validate_tasks([task], sandbox_runner(300, prepare=TaskImages(sources).prepare), runs=1)
+    assert (result.status, result.gold, result.empty) == ("valid", ["resolved"], ["unresolved"]), result.reasons
