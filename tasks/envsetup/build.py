@@ -57,11 +57,12 @@ class EnvResult:
 
     def best_failure(self) -> Attempt | None:
         """The attempt that got furthest (tests ran > tests collected > installed > resolved > interpreter),
-        the latest of equals: a later near-miss tells more than the first attempt's early failure."""
+        the first of equals: a later near-miss tells more than the first attempt's early failure, but among
+        failures at one stage the most preferred strategy's is the representative one."""
         failed = [a for a in self.attempts if not a.ok and a.reason_class != "skipped"]
         if self.ok or not failed:
             return None
-        return max(reversed(failed), key=lambda a: STAGE.get(a.reason_class, 3))
+        return max(failed, key=lambda a: STAGE.get(a.reason_class, 3))  # the first of equals: the preferred strategy's
 
     @property
     def reason_class(self) -> str:
@@ -130,8 +131,12 @@ def build_env(
     builds = 0
     nearest: tuple[Strategy, str] | None = None  # the failed strategy that got furthest, and its log (for the agent stage)
     repair = getattr(recipes, "repair", None)
+    hopeless: set[str] = set()  # plans that named a package no index has: another interpreter cannot help
     for root in recipes.strategies(mirror, env_commit, date, options):
         strategy: Strategy | None = root
+        if root.name.split("@")[0] in hopeless:
+            result.attempts.append(Attempt(root.name, False, "skipped", "the same plan needs a package no index has"))
+            continue
         for _step in range(options.max_repairs + 1):
             if strategy is None or builds >= options.max_builds:
                 break
@@ -164,6 +169,8 @@ def build_env(
                     unavailable.add(strategy.python)
                     break
                 strategy = repair(strategy, log, options) if repair else None
+                if strategy is None and reason_class == "no_matching_distribution":
+                    hopeless.add(root.name.split("@")[0])
                 continue
             return _succeeded(result, strategy, built, started)
     if options.agent_policy is not None and nearest is not None:

@@ -108,7 +108,7 @@ def repair(recipes, strategy: Strategy, log: str, options: BuildOptions, own_mod
         changed = apply(plan, finding, log, own_modules)
         if changed is not None:
             return recipes.render(_name(strategy.name, changed), changed, options)
-    if classify_build_failure(log) in ("resolver_conflict", "no_matching_distribution", "build_error") and plan.cap and not plan.float_tools:
+    if classify_build_failure(log) in ("resolver_conflict", "build_error") and plan.cap and not plan.float_tools:
         changed = replace(plan, float_tools=True, repairs=(*plan.repairs, "resolution failed with tooling capped: tooling uncapped"))
         return recipes.render(_name(strategy.name, changed), changed, options)
     return None

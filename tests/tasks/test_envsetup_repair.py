@@ -297,3 +297,29 @@ def test_a_release_bump_or_ci_edit_keeps_the_env_a_dependency_change_does_not(tm
     key = RECIPES.version(mirror, head)
     assert key.startswith("4.1+") and RECIPES.version(bumped, bumped_head) == key
     assert RECIPES.version(changed, changed_head) != key
+
+
+def test_a_package_no_index_has_is_not_retried_on_other_interpreters(tmp_path, monkeypatch):
+    import envfarm.tasks.envsetup.build as build
+    from envfarm.images.build import BuildResult, ImageBuildError
+
+    mirror, head = repo(tmp_path, {"setup.py": SETUP_PY.replace("packages=['p']", "packages=['p'], install_requires=['nowhere-xyz']"),
+                                   "p/__init__.py": "", "requirements-dev.txt": "mock\n"})
+    built: list[str] = []
+
+    def fake_ensure(recipe, client=None, **_kw):
+        if recipe.name == "python-tooling":
+            return BuildResult("tooling", cached=True, seconds=0.0)
+        built.append(recipe.steps[1])
+        if "-r requirements-dev.txt" in recipe.steps[1]:
+            raise ImageBuildError("build failed", "read the log", log="error: No solution found when resolving dependencies\n"
+                                  "  cause: Because nowhere-xyz was not found in the package registry and p depends on nowhere-xyz, ...")
+        raise ImageBuildError("build failed", "read the log", log="E   ModuleNotFoundError: No module named 'p.x'\nENVFARM_COLLECT_FAILED")
+
+    monkeypatch.setattr(build, "ensure_image", fake_ensure)
+    monkeypatch.setattr(mirror.__class__, "bundle", lambda self, tip, exclude=None: b"")
+    result = build.build_env(mirror, "o/p", "1", head, CAP, [], BuildOptions())
+    names = [a.strategy for a in result.attempts]
+    assert sum("-r requirements-dev.txt" in step for step in built) == 1  # the first interpreter only
+    assert any(a.reason_class == "skipped" and a.strategy.startswith("project+requirements@") for a in result.attempts)
+    assert result.reason_class == "test_collection" and names[0].startswith("project+requirements@")
