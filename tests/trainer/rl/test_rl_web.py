@@ -165,6 +165,44 @@ def test_an_external_model_writes_the_pages(base_image, tmp_path, monkeypatch):
     assert len(asked) == 2 and "a click counter" in asked[0]["messages"][-1]["content"] and "tools" not in asked[0]
 
 
+PAINT_BOARD = """```html
+<!doctype html><html><body style="font: 24px sans-serif"><h1>Paint</h1><div id="board" style="display: grid;
+grid-template-columns: repeat(8, 40px); gap: 2px"></div><script>
+const board = document.getElementById("board");
+for (let i = 0; i < 64; i++) { const c = document.createElement("div"); c.className = "cell";
+  c.style.cssText = "width: 40px; height: 40px; background: #ddd"; c.onclick = () => { c.style.background = "#c22"; };
+  board.appendChild(c); }
+</script></body></html>
+```"""
+BALL = """```html
+<!doctype html><html><body style="background: #fff"><h1>Ball</h1><canvas id="scene" width="400" height="300"></canvas><script>
+const ctx = document.getElementById("scene").getContext("2d"); let x = 50, y = 50, dx = 4, dy = 3;
+function frame() { ctx.fillStyle = "#234"; ctx.fillRect(0, 0, 400, 300); x += dx; y += dy;
+  if (x < 20 || x > 380) dx = -dx; if (y < 20 || y > 280) dy = -dy;
+  ctx.fillStyle = "#fc3"; ctx.beginPath(); ctx.arc(x, y, 20, 0, 2 * Math.PI); ctx.fill(); requestAnimationFrame(frame); }
+frame();
+</script></body></html>
+```"""
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_every_builtin_task_can_be_passed_and_failed(tmp_path):
+    """The built-in tasks' scripts are satisfiable: a correct page for each passes with reward 1, and the
+    counter page handed in for the paint board fails it (graded without a sandbox: no build command)."""
+    _browser_or_skip()
+    from envfarm.trainer.families.web import WebFamily
+
+    family = WebFamily(load_config(DEMO, ["tasks.family=web", f"train.out_dir={tmp_path}"]))
+    items = family.by_id
+    no_sandbox = type("Host", (), {"in_sandbox": lambda self, fn: pytest.fail("a page without a build needs no sandbox")})()
+    jobs = [("c", items["web-counter"], GOOD), ("p", items["web-paint-board"], PAINT_BOARD), ("b", items["web-bouncing-ball"], BALL),
+            ("x", items["web-paint-board"], GOOD)]
+    graded = family.grade(no_sandbox, jobs)  # type: ignore[arg-type]
+    assert [g.reward.passed for g in graded] == [True, True, True, False], [g.reward.details.get("failed_checks") for g in graded]
+    assert [g.reward.value for g in graded[:3]] == [1.0, 1.0, 1.0] and not any(g.failure for g in graded)
+
+
 @pytest.mark.ray
 @pytest.mark.engine
 @pytest.mark.browser
