@@ -85,7 +85,8 @@ async def verify_web_async(
 
 
 class WebVerifier:
-    """Synchronous façade: one browser per call unless a running `host` is shared by the caller."""
+    """Synchronous façade: each call starts and closes its own browser. Callers that verify many pages (the
+    RL loop's web family) share one `BrowserHost` through `verify_web_async` instead."""
 
     def __init__(
         self, limits: BrowserLimits | None = None, judge: JudgeClient | None = None, blend: RewardBlend | None = None,
