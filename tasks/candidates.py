@@ -270,6 +270,9 @@ def select(activity: RepoActivity, pull: PullRequest, mirror: Mirror, config: Fi
         return reject("huge_diff", f"{split.lines_changed} lines in {n_files} files (limits {config.max_patch_lines} lines, {config.max_files} files)")
     if not split.code_files and not split.test_files:
         return reject("docs_only", "only documentation changed")
+    if split.mixed_files:
+        return reject("tests_inside_fixed_source", f"tests and fix change the same source file ({', '.join(split.mixed_files[:3])}): "
+                      "the verifier restores test files, which would erase the fix there")
     if not split.test_files:
         return reject("no_test_changes", "the pull request changes no tests, so nothing can check the fix")
     if not split.code_files:

@@ -31,6 +31,8 @@ HARNESS_PARSER_FOR_NATIVE: dict[str, dict[str, str]] = {
                "unittest": "parse_log_django", "sympy": "parse_log_sympy"},
     "javascript": _JS_PARSERS,
     "typescript": _JS_PARSERS,
+    "go": {"gotest": "parse_log_gotest"},
+    "rust": {"cargo": "parse_log_cargo"},
 }
 # The line each harness parser reads for a passing test, from envfarm's id (`a > b > title` for the
 # JavaScript runners): Jest's verbose output prints the title alone under its describe blocks, Vitest's
@@ -42,6 +44,11 @@ RUNNER_LINES: dict[str, Callable[[str], str]] = {
     "parse_log_vitest": lambda test_id: f" ✓ {test_id}",
     "parse_log_tap": lambda test_id: f"ok 1 - {test_id.rsplit(' > ', 1)[-1]}",
     "parse_log_jest_json": lambda test_id: f"[PASSED] {test_id}",
+    # Go and Rust ids carry their package / test binary (`pkg::TestX/sub`, `crate@src/lib.rs::mod::t`);
+    # the harness names a test by what `go test -v` / `cargo test` print, the name alone (a doc-test's
+    # name has spaces, which the harness's cargo pattern never reads: such ids stay envfarm's).
+    "parse_log_gotest": lambda test_id: f"--- PASS: {test_id.split('::', 1)[-1]} (0.00s)",
+    "parse_log_cargo": lambda test_id: f"test {test_id.split('::', 1)[-1]} ... ok",
 }
 
 
@@ -61,7 +68,7 @@ def harness_parser_name(task: TaskSpec) -> str:
                 f"task {task.instance_id}: the SWE-bench harness has no parser for {task.repo} and none reads "
                 f"envfarm's {task.install.log_parser!r} logs ({task.language})",
                 "export only tasks whose tests run under a runner the harness reads: pytest, Django's, unittest's or sympy's "
-                "(Python); Jest, Vitest, TAP or mocha (JavaScript/TypeScript)",
+                "(Python); Jest, Vitest, TAP or mocha (JavaScript/TypeScript); go test (Go); cargo test (Rust)",
             ) from None
         return name
 

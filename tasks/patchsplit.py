@@ -26,7 +26,7 @@ TEST_FILE_PATTERNS: dict[str, tuple[re.Pattern[str], ...]] = {
     "go": (re.compile(r".*_test\.go$"),),
     "javascript": (re.compile(rf".*[._-](test|spec)\.{_JS_EXT}$"), re.compile(r".*\.snap$")),
     "typescript": (re.compile(rf".*[._-](test|spec)\.{_JS_EXT}$"), re.compile(r".*\.snap$")),
-    "rust": (re.compile(r".*_tests?\.rs$"),),
+    "rust": (re.compile(r".*_tests?\.rs$"), re.compile(r"^tests?\.rs$")),  # `#[cfg(test)] mod tests;` lives in tests.rs
     "java": (re.compile(r".*Tests?\.java$"), re.compile(r"^Test.*\.java$")),
     "ruby": (re.compile(r".*_spec\.rb$"), re.compile(r"^test_.*\.rb$"), re.compile(r".*_test\.rb$")),
 }
@@ -79,9 +79,10 @@ def _js_targets(paths: list[str]) -> list[str]:
 
 
 def _go_targets(paths: list[str]) -> list[str]:
-    """`go test` takes packages: the folder of every `_test.go` file the patch leaves in place."""
+    """`go test` takes packages: the folder of every `_test.go` file the patch leaves in place; with
+    none (only testdata changed) every package (`./...`), since bare `go test` tests only the root."""
     dirs = (posixpath.dirname(p) for p in paths if p.endswith("_test.go"))
-    return list(dict.fromkeys(f"./{d}" if d else "." for d in dirs))
+    return list(dict.fromkeys(f"./{d}" if d else "." for d in dirs)) or ["./..."]
 
 
 TargetRule = Callable[[list[str]], list[str]]
@@ -103,6 +104,7 @@ def runner_targets(test_patch: str, language: str = "python") -> list[str]:
 
         return selected_test_files(test_patch)
     kept = [b.new_path for b in split_blocks(test_patch) if "\ndeleted file mode" not in b.text.split("@@", 1)[0]]
+    _load_language(language)
     rule = TARGET_RULES.get(language)
     return rule(list(dict.fromkeys(kept))) if rule else []
 
@@ -132,6 +134,7 @@ class SplitDiff:
     test_files: list[str] = field(default_factory=list)
     doc_files: list[str] = field(default_factory=list)
     binary_files: list[str] = field(default_factory=list)
+    mixed_files: list[str] = field(default_factory=list)  # source files whose tests and code both changed
     lines_changed: int = 0
 
 
@@ -167,7 +170,8 @@ def split_blocks(diff: str) -> list[FileDiff]:
 
 
 # A language whose tests can live inside source files (Rust's `#[cfg(test)]` modules) may split one
-# code block into (code part, test part) diff texts; either may be "" (see tasks/README.md).
+# code block into (code part, test part) diff texts; either may be "", and both non-empty means the
+# file mixes tests and fix (`SplitDiff.mixed_files`, see tasks/README.md).
 BlockSplitter = Callable[["FileDiff"], tuple[str, str]]
 BLOCK_SPLITTERS: dict[str, BlockSplitter] = {}
 
@@ -176,11 +180,24 @@ def register_block_splitter(language: str, splitter: BlockSplitter) -> None:
     BLOCK_SPLITTERS[language] = splitter
 
 
+def _load_language(language: str) -> None:
+    """Import the language's recipes module, which registers its rules (a Ray worker may not have yet)."""
+    if language in TARGET_RULES or language in BLOCK_SPLITTERS:
+        return
+    from envfarm.tasks.envsetup import LANGUAGE_MODULES
+
+    if language in LANGUAGE_MODULES:
+        import importlib
+
+        importlib.import_module(LANGUAGE_MODULES[language])
+
+
 def split_diff(diff: str, language: str = "python") -> SplitDiff:
     """Test blocks go to `test_patch`, everything else (code and docs) to `patch`, order kept."""
     result = SplitDiff()
     patch_parts: list[str] = []
     test_parts: list[str] = []
+    _load_language(language)
     splitter = BLOCK_SPLITTERS.get(language)
     for block in split_blocks(diff):
         kind = classify_path(block.path, language)
@@ -189,6 +206,13 @@ def split_diff(diff: str, language: str = "python") -> SplitDiff:
             result.binary_files.append(block.path)
         if kind == "code" and splitter is not None and not block.binary:
             code_text, test_text = splitter(block)
+            if code_text and test_text:
+                # Tests and fix in one file: the verifier restores test_patch's files, which would erase
+                # the fix, so the block stays whole with the fix and the candidate is refused.
+                patch_parts.append(block.text)
+                result.code_files.append(block.path)
+                result.mixed_files.append(block.path)
+                continue
             if test_text:
                 test_parts.append(test_text)
                 result.test_files.append(block.path)

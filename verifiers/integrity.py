@@ -36,15 +36,18 @@ TAMPERING = "tampering"
 
 # Every file pytest (up to 9.x) reads configuration from, and files Python itself runs at start-up.
 RUNNER_ONLY_NAMES = frozenset(
-    {"conftest.py", "pytest.ini", ".pytest.ini", "pytest.toml", ".pytest.toml", "sitecustomize.py", "usercustomize.py"}
+    {"conftest.py", "pytest.ini", ".pytest.ini", "pytest.toml", ".pytest.toml", "sitecustomize.py", "usercustomize.py",
+     "build.rs"}  # cargo runs a build script before compiling the tests: it could rewrite them
 )
 # Files that hold runner configuration next to other things (packaging, linters, tox envs).
-MIXED_CONFIG_NAMES = frozenset({"pyproject.toml", "setup.cfg", "tox.ini", "setup.py", "noxfile.py", "runtests.py", "manage.py"})
+MIXED_CONFIG_NAMES = frozenset({"pyproject.toml", "setup.cfg", "tox.ini", "setup.py", "noxfile.py", "runtests.py", "manage.py",
+                                "go.mod", "go.sum", "Cargo.toml", "Cargo.lock"})
 RUNNER_WORDS = re.compile(r"pytest|addopts|conftest|entry[_-]points|plugins?\b|-p\s", re.I)
 VCS_NAMES = frozenset({".gitignore", ".gitattributes", ".gitmodules", ".hgignore"})
 LOADED_BINARIES = (".pyc", ".pyo", ".so", ".pyd", ".dylib", ".pth")
 TEST_DIRS = frozenset({"test", "tests", "testing", "__tests__", "spec", "specs", "testdata", "test_data", "e2e"})
-TEST_FILE = re.compile(r"^(test_.*\.py|.*_tests?\.py)$")
+# Go compiles `_test.go` files into the tests alone: an agent's one could change what the tests see.
+TEST_FILE = re.compile(r"^(test_.*\.py|.*_tests?\.py|.*_test\.go)$")
 RUNNER_MODULES = frozenset({"pytest", "_pytest", "py", "pluggy", "iniconfig", "packaging", "xdist", "exceptiongroup", "tomli", "pygments"})
 SHADOWED = frozenset(sys.stdlib_module_names) | RUNNER_MODULES
 ALLOWED_MODES = ("100644", "100755")
@@ -127,6 +130,8 @@ def classify(path: str, changed_text: str = "", test_patch_paths: frozenset[str]
     name = parts[-1]
     if ".git" in parts or ".hg" in parts:
         return Dropped(path, "version-control internals", True)
+    if ".cargo" in parts:  # cargo config can name a `runner` that every test binary is started through
+        return Dropped(path, "cargo configuration", True)
     if name in RUNNER_ONLY_NAMES or name.endswith(".pth"):
         return Dropped(path, "test-runner configuration", True)
     if any(p.endswith((".dist-info", ".egg-info", ".egg-link")) for p in parts) or name in ("entry_points.txt", "direct_url.json") \

@@ -40,11 +40,20 @@ INFRA_CLASSES = frozenset({"engine_error", "disk_full"})
 # collected, or ran and errored) is a nearer miss than a resolver error, which is nearer than no interpreter.
 STAGE = {"python_unavailable": 0, "skipped": 0, "runner_under_test": 0, "network": 1, "no_matching_distribution": 2,
          "no_versions_under_cap": 2, "yanked_requirement": 2, "resolver_conflict": 2, "missing_system_library": 3,
-         "build_error": 3, "editable_unsupported": 3, "timeout": 3, "unknown": 3, "test_collection": 4, "tests_error": 5}
+         "build_error": 3, "editable_unsupported": 3, "timeout": 3, "unknown": 3, "test_collection": 4, "tests_error": 5,
+         "toolchain_too_old": 1, "dependency_unreachable": 2}
+
+
+# A recipe's own verdict, printed by its build step (`ENVFARM_REASON=<class>`): languages whose tools
+# this module does not know (Go, Rust) name their failure classes themselves.
+REASON_MARKER = re.compile(r"^ENVFARM_REASON=([a-z_]+)\s*$", re.M)
 
 
 def classify_build_failure(log: str) -> str:
     tail = log[-20000:]
+    named = REASON_MARKER.findall(tail)
+    if named:
+        return named[-1]
     for reason_class, pattern in SIGNATURES:
         if pattern.search(tail):
             return reason_class

@@ -3,7 +3,7 @@
 The logs were made by running the sample module and crate in `logs/samples/` (a passing test, a
 failing one, subtests, a skip, parallel tests, an example, a panic, a package that does not build, a
 doc-test, an aborting test binary, and a test that forges a result line on stdout):
-`go test -json -count=1 ./...` with Debian bookworm's Go 1.19, `cargo test --no-fail-fast` with
+`go test -json -count=1 ./...` with Debian bookworm's Go 1.19 and trixie's 1.24, `cargo test --no-fail-fast` with
 bookworm's cargo 1.65/rustc 1.63 and with rustup's 1.95, and a crate whose integration test calls a
 function that does not exist (compile error).
 """
@@ -50,6 +50,14 @@ def test_go_json_real_output():
     assert parsed.contradictions and "TestNeverRan" in parsed.contradictions[0]
     assert any("never started" in p for p in consistency_problems(parsed, 1))
     assert get_parser("gotest") is parse_gotest_log
+
+
+def test_go_124_json_real_output():
+    """Go 1.24 (trixie) frames the test binary's own output, so the forged line stays output; a build
+    failure is a `build-fail` event plus a package `fail` with FailedBuild."""
+    parsed = parse_gotest_log((LOGS / "go124_test_json.log").read_bytes())
+    assert parsed.results == GO_EXPECTED
+    assert parsed.complete and not parsed.contradictions
 
 
 def _go_events(*events: str) -> str:
