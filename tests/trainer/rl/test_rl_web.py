@@ -118,22 +118,34 @@ def test_known_good_and_broken_pages_are_rewarded_in_order(base_image, tmp_path,
     assert Path(good.details["report"]).is_file() and (tmp_path / "out" / "web" / "g1-0" / "session.webm").is_file()
 
 
-@pytest.mark.engine
 @pytest.mark.browser
 @pytest.mark.slow
-def test_the_judge_sees_the_video_and_a_failing_judge_fails_the_rollout(base_image, tmp_path, monkeypatch):
+def test_an_external_model_writes_the_pages_and_a_video_judge_grades_them(tmp_path, monkeypatch):
+    """web.author=chat: an OpenAI-compatible server (a scripted one on 127.0.0.1) writes each page through the
+    scaffold's chat driver, and the learned policy scores the text for training. The judge (another scripted
+    server) is sent each session as an MP4 video part and blended in; its garbage second answer makes that
+    rollout failed (infrastructure), not rewarded. Static pages need no sandbox."""
     _browser_or_skip()
     import sys
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "verifiers"))
+    here = Path(__file__).resolve().parents[2]
+    sys.path[:0] = [str(here / "verifiers"), str(here / "agent")]
     from judge_server import ScriptedJudge, raw, verdict
+    from scripted_openai_server import ScriptedOpenAIServer
 
-    with ScriptedJudge([verdict(10, 4, 6), raw(200, "garbage")]) as judge:
-        cfg = load_config(DEMO, ["tasks.family=web", "tasks.names=[web-counter]", "policy.checkpoint=null", "web.author=replay",
-                                 f"web.replay_file={_replay(tmp_path, [GOOD])}", "rollout.group_size=2", f"web.judge_url={judge.url}",
-                                 "web.judge_model=vl", "web.judge_weight=0.5", "web.keep_evidence=false", f"train.out_dir={tmp_path / 'out'}"])
+    with ScriptedOpenAIServer({"page-writer": [GOOD]}) as author, ScriptedJudge([verdict(10, 4, 6), raw(200, "garbage")]) as judge:
+        cfg = load_config(DEMO, ["tasks.family=web", "tasks.names=[web-counter]", "policy.checkpoint=null", "web.author=chat",
+                                 f"web.chat_url={author.url}", "web.chat_model=page-writer", "rollout.group_size=2",
+                                 f"web.judge_url={judge.url}", "web.judge_model=vl", "web.judge_weight=0.5", "web.keep_evidence=false",
+                                 f"train.out_dir={tmp_path / 'out'}"])
         stats, published = _roll(cfg, monkeypatch)
+        asked = author.requests
+    assert len(asked) == 2 and "a click counter" in asked[0]["messages"][-1]["content"] and "tools" not in asked[0]
     judged, failed = published
+    from envfarm.trainer.tokenizer import EOS, ByteTokenizer
+
+    assert judged.details["author"] == "chat" and judged.payload["tokens"][-1] == EOS
+    assert ByteTokenizer().decode(judged.payload["tokens"]) == GOOD  # the external model's page is what is trained on
     deterministic = judged.details["blend"]["deterministic"]  # the checks' score (1.0 for this page on a quiet machine)
     assert deterministic > 0.5 and judged.details["blend"]["gate"] == 1.0, judged.details
     assert judged.reward == pytest.approx(0.5 * deterministic + 0.5 * (1.0 + 0.4 + 0.6) / 3, abs=1e-4), judged.details
@@ -141,28 +153,6 @@ def test_the_judge_sees_the_video_and_a_failing_judge_fails_the_rollout(base_ima
     assert [p["type"] for p in judge.parts(0)] == ["text", "video_url"] and "Add one" in judge.parts(0)[0]["text"]
     assert failed.failed and failed.failure == "judge_error" and failed.failure_class == "infrastructure" and stats.failed == 1
     assert not (tmp_path / "out" / "web").exists()  # keep_evidence=false
-
-
-@pytest.mark.engine
-@pytest.mark.browser
-@pytest.mark.slow
-def test_an_external_model_writes_the_pages(base_image, tmp_path, monkeypatch):
-    """web.author=chat: an OpenAI-compatible server (here a scripted one on 127.0.0.1) writes each page with
-    the scaffold's chat driver; the learned policy scores the text for training, as with replay."""
-    _browser_or_skip()
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "agent"))
-    from scripted_openai_server import ScriptedOpenAIServer
-
-    with ScriptedOpenAIServer({"page-writer": [GOOD]}) as server:
-        cfg = load_config(DEMO, ["tasks.family=web", "tasks.names=[web-counter]", "policy.checkpoint=null", "web.author=chat",
-                                 f"web.chat_url={server.url}", "web.chat_model=page-writer", "rollout.group_size=2",
-                                 f"train.out_dir={tmp_path / 'out'}"])
-        _, published = _roll(cfg, monkeypatch)
-        asked = server.requests
-    assert [e.reward for e in published] == [1.0, 1.0] and all(e.details["author"] == "chat" for e in published)
-    assert len(asked) == 2 and "a click counter" in asked[0]["messages"][-1]["content"] and "tools" not in asked[0]
 
 
 PAINT_BOARD = """```html
@@ -204,10 +194,9 @@ def test_every_builtin_task_can_be_passed_and_failed(tmp_path):
 
 
 @pytest.mark.ray
-@pytest.mark.engine
 @pytest.mark.browser
 @pytest.mark.slow
-def test_rl_loop_trains_on_web_rewards(base_image, tmp_path, ray_local):
+def test_rl_loop_trains_on_web_rewards(tmp_path, ray_local):
     """The real trainer on local Ray: one step of GRPO on a group of a good and a broken counter page; the
     rewards reach the ledger in order and the group is trained on."""
     _browser_or_skip()
