@@ -8,6 +8,10 @@ throughput under the harness's conventions, and dataset import throughput.
 - grading MB/s: parse + grade of those logs, repeated; envfarm's native parser on the same logs beside it.
 - import rows/s: the stored SWE-bench row, repeated into a JSONL and a Parquet file, read and stored
   (SQLite in a temporary folder) with `envfarm tasks import`'s code.
+- eval seconds per instance: `envfarm eval`'s code (`harness_eval.evaluate`: a fresh sandbox, run_tests,
+  grading, the harness's files) on the local engine, one gold prediction for the acme/calc task of
+  tests/tasks/swe_import_fixtures.py (a SWE-rebench row; its environment built from the row's recipe
+  first, timed apart), repeated under new run ids; median and every run.
 The machine's load is recorded as measured at the start and the end (bench.common).
 """
 
@@ -111,6 +115,41 @@ def import_throughput(rows: int = 2000) -> dict[str, Any]:
     return out
 
 
+def eval_seconds(repeats: int = 5) -> dict[str, Any]:
+    import os
+    import statistics
+    import sys
+
+    os.environ.setdefault("PYTHON", sys.executable)
+    from envfarm.tasks.envsetup.base import BuildOptions
+    from envfarm.tasks.harness_eval import Prediction, TaskImages, evaluate, sandbox_runner
+    from envfarm.tasks.importers import read_tasks
+    from envfarm.tasks.importers.images import EnvSources
+    from tests.tasks.fixtures import build_wheelhouse
+    from tests.tasks.swe_import_fixtures import make_project, rebench_row, write_jsonl
+
+    with tempfile.TemporaryDirectory(prefix="bench-swebench-") as tmp:
+        root = Path(tmp)
+        project = make_project(root)
+        wheels = tuple((p.name, p.read_bytes()) for p in sorted(build_wheelhouse(root / "wheels").glob("*.whl")))
+        sources = EnvSources(mirrors=project["mirrors"], options=BuildOptions(wheelhouse=wheels, offline=True))
+        (task,) = read_tasks(write_jsonl(root / "rows.jsonl", [rebench_row(project)]))[1]
+        images = TaskImages(sources)
+        start = time.perf_counter()
+        prepared = images.prepare(task)
+        env_seconds = time.perf_counter() - start
+        run = sandbox_runner(600, prepare=images.prepare, run_id="bench-swebench")
+        prediction = Prediction(task.instance_id, "bench", project["patch"], "bench")
+        seconds = []
+        for index in range(repeats):
+            start = time.perf_counter()
+            summary = evaluate({task.instance_id: task}, [prediction], root / "out", f"r{index}", run)
+            seconds.append(round(time.perf_counter() - start, 2))
+            assert summary["resolved_ids"] == [task.instance_id], summary
+    return {"engine": "local (Podman through the Docker API)", "instances": repeats, "seconds_p50": statistics.median(seconds),
+            "seconds": seconds, "environment": prepared.extra["environment"]["source"], "environment_seconds": round(env_seconds, 2)}
+
+
 def main() -> None:
     load = machine_load()
     samples = _samples()
@@ -122,6 +161,7 @@ def main() -> None:
         "grading_swebench_convention": grading_throughput(samples, harness_parser),
         "grading_envfarm_native": grading_throughput(samples, native_parser),
         "import": import_throughput(),
+        "eval_per_instance": eval_seconds(),
         "machine": machine_notes(load),
     }
     path = write_results("swebench", results)

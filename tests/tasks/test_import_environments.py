@@ -23,7 +23,7 @@ from typing import Any, Iterator
 import pytest
 
 from envfarm.tasks.envsetup.base import BuildOptions
-from envfarm.tasks.harness_eval import TaskImages, evaluate, read_predictions, sandbox_runner
+from envfarm.tasks.harness_eval import TaskImages, evaluate, grade_one, read_predictions, sandbox_runner
 from envfarm.tasks.harness_validate import validate_tasks, validation_report
 from envfarm.tasks.importers import import_path, read_tasks
 from envfarm.tasks.importers.images import RECIPE, REGISTRY, EnvSources, TaskEnvError, ensure_env
@@ -101,14 +101,12 @@ def test_a_swe_rebench_recipe_builds_from_the_repository_snapshot(recipe_task, e
 
 
 def test_gold_resolves_and_empty_does_not_on_the_recipe_image(recipe_task, sources) -> None:  # type: ignore[no-untyped-def]
+    """(Every combination of run outcomes, gold_fails included, is decided as tests/tasks/test_validate_outcomes.py shows.)"""
     _, task, _ = recipe_task
     run = sandbox_runner(300, prepare=TaskImages(sources).prepare, run_id="pytest-validate")
-    broken = task.model_copy(update={"instance_id": "acme__calc-3", "patch": task.patch.replace("a + b", "a * b")})
-    good, bad = validate_tasks([task, broken], run, runs=1)
+    (good,) = validate_tasks([task], run, runs=1)
     assert (good.status, good.gold, good.empty) == ("valid", ["resolved"], ["unresolved"])
-    assert (bad.status, bad.gold, bad.empty) == ("gold_fails", ["unresolved"], ["unresolved"]) and "FAIL_TO_PASS failing: 1" in bad.reasons[0]
-    report = validation_report([good, bad], runs=1)
-    assert report["gold_patch_fails_ids"] == ["acme__calc-3"] and report["counts"]["valid"] == 1
+    assert validation_report([good], runs=1)["valid_ids"] == ["acme__calc-2"]
 
 
 def test_no_environment_is_an_infrastructure_failure_not_a_task_failure(project) -> None:  # type: ignore[no-untyped-def]
@@ -203,11 +201,11 @@ def test_import_then_build_records_the_environment_and_reimport_keeps_it(project
         assert session.get(TaskRow, "acme__calc-2").image == env.image
 
 
-def test_a_row_with_no_recipe_and_no_image_gets_envfarms_own_environment_setup(project, sources, engine_client) -> None:  # type: ignore[no-untyped-def]
+def test_a_row_with_no_recipe_and_no_image_gets_envfarms_own_environment_setup(project, sources, engine_client, tmp_path) -> None:  # type: ignore[no-untyped-def]
     row = {k: v for k, v in swebench5_row(project).items() if k not in ("image", "eval_script", "eval_type")}
     (task,) = read_tasks(write_jsonl(project["root"] / "plain.jsonl", [row]))[1]
     assert task.extra["test_directives"] == ["tests/test_calc.py"] and not task.image
     env = ensure_env(task, sources, engine_client)
     assert env.source == "envsetup" and [a["source"] for a in env.attempts] == ["envsetup"]
-    (result,) = validate_tasks([task], sandbox_runner(300, prepare=TaskImages(sources).prepare), runs=1)
-    assert (result.status, result.gold, result.empty) == ("valid", ["resolved"], ["unresolved"]), result.reasons
+    gold = grade_one(task, task.patch, tmp_path / "gold", sandbox_runner(300, prepare=TaskImages(sources).prepare))
+    assert gold == "resolved", (tmp_path / "gold" / "test_output.txt").read_text()[-1500:]
