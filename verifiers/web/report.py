@@ -115,3 +115,50 @@ tr.fail td {{ background: #fdd; }} tr.pass td {{ background: #efe; }}
 <h2>Frames at a fixed rate</h2><div class="strip">{strip}</div>
 </body></html>
 """
+
+
+def write_exploration_evidence(out_dir: Path, record: Any, result: Any) -> dict[str, str]:
+    """report.json and report.html for an unscripted exploration (explorer.py): the gate and why, each
+    interaction with its effect and the keyframe taken once it settled, and when that was."""
+    report = {"mode": "explore", "passed": result.passed, "score": result.score, "result": result.to_dict(), "session": record_summary(record)}
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    rows = []
+    for k in result.keyframes:
+        path = Path(k["path"])
+        if path.is_file():
+            image = np.asarray(Image.open(path).convert("RGB"))
+            rows.append(f'<figure><img src="{_thumb_uri(image, 320)}"><figcaption>{html.escape(k["label"])} at {k["t_s"]:.2f}s</figcaption></figure>')
+    gate = result.gate
+    verdict = "PASSED" if result.passed else "FAILED"
+    items = "".join(
+        f'<tr class="{"pass" if i["effect"] == "live" else "fail" if i["effect"] in ("dead", "failed") else ""}"><td>{i["effect"]}</td><td>{html.escape(i["action"])}</td>'
+        f'<td>{html.escape(i["label"] or i["target"])}</td><td>{i["dom_changes"]}</td><td>{i["pixel_change"]:.3%}</td><td>{html.escape("; ".join(i["errors"]) or i["error"])}</td></tr>'
+        for i in result.interactions
+    )
+    reasons = "".join(f"<li>{html.escape(r)}</li>" for r in result.failed_checks()) or "<li>none</li>"
+    page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>envfarm web exploration: {verdict}</title>
+<style>body {{ font-family: sans-serif; margin: 20px; }} td {{ border: 1px solid #ccc; padding: 3px 8px; font-size: 13px; }}
+table {{ border-collapse: collapse; }} tr.fail td {{ background: #fdd; }} tr.pass td {{ background: #efe; }}
+.strip {{ display: flex; flex-wrap: wrap; gap: 8px; }} figure {{ margin: 0; font-size: 11px; width: 320px; }}</style></head><body>
+<h1 style="color: {'#161' if result.passed else '#b11'}">{verdict}</h1>
+<p>gate: loaded {gate.loaded} &middot; no errors {gate.no_errors} &middot; not blank {gate.not_blank} &middot; responsive {gate.responsive} &middot; fits the viewport {gate.fits_viewport}
+&middot; interactivity {result.interactivity['live']}/{result.interactivity['controls']} &middot; animates on its own {result.animation['on_its_own']} &middot; score {result.score:.2f}</p>
+<h2>Why</h2><ul>{reasons}</ul>
+<h2>Interactions</h2><table><tr><td>effect</td><td>action</td><td>target</td><td>DOM changes</td><td>pixels changed</td><td>errors</td></tr>{items}</table>
+<h2>Keyframes (after each interaction settled)</h2><div class="strip">{''.join(rows)}</div>
+</body></html>
+"""
+    (out_dir / "report.html").write_text(page)
+    out = {"report_json": str(out_dir / "report.json"), "report_html": str(out_dir / "report.html")}
+    if record.video:
+        out["video"] = record.video
+    return out
+
+
+def record_summary(record: Any) -> dict[str, Any]:
+    """The session's raw record less what the result already carries (interactions, controls)."""
+    data = record.to_dict()
+    for key in ("interactions", "checks", "steps"):
+        data.pop(key, None)
+    return data

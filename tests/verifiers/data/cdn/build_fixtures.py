@@ -1,7 +1,7 @@
 """Rebuild the fake npm registry's fixtures:
 
     npm pack three@0.160.0      # the real 9.4 MB tarball, only needed to rebuild three's cut-down one
-    python tests/verifiers/data/cdn/build_fixtures.py [three-0.160.0.tgz]
+    python tests/verifiers/data/cdn/build_fixtures.py [three-0.160.0.tgz] [--real DIR]
 
 Writes tarballs/*.tgz (byte-for-byte reproducible: fixed mtimes, gzip without a timestamp) and
 registry.json, the metadata the fake registry answers with: one entry per package in the registry's
@@ -15,6 +15,12 @@ with its own address.
   unchanged out of the real tarball (MIT), because the real one is 9.4 MB. Without the argument the
   committed cut-down tarball is kept. `latest` is set to 0.160.0 (the registry's is
   newer). The layout is three's own, so importmap URLs that work on unpkg/jsDelivr work here.
+- chart.js@4.4.1 and p5@1.9.4 (for the explorer's corpus, tests/verifiers/webcorpus): cut down the
+  same way, from real tarballs (`npm pack chart.js@4.4.1 p5@1.9.4` into a folder passed as
+  `--real DIR`): package.json, the licence and the one browser build a page loads from a CDN
+  (chart.js: dist/chart.umd.js, its `jsdelivr`/`unpkg` entry, MIT; p5: lib/p5.min.js, its `main`,
+  LGPL-2.1, shipped unchanged). The version entry is the package's own package.json less its scripts
+  and devDependencies. Without --real the committed cut-down tarballs are kept.
 - tiny-dep, tiny-greet, @tiny/scoped: made-up packages, a few hundred bytes each, that exercise
   ranges, dist-tags, prereleases, package.json entry fields, `exports`, bare imports and content types.
 """
@@ -33,6 +39,10 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 THREE_FILES = ("package.json", "LICENSE", "build/three.module.js", "examples/jsm/controls/OrbitControls.js")
+REAL_CUTS = {  # name -> (version, files kept from the real tarball)
+    "chart.js": ("4.4.1", ("package.json", "LICENSE.md", "dist/chart.umd.js")),
+    "p5": ("1.9.4", ("package.json", "license.txt", "lib/p5.min.js")),
+}
 
 
 def tarball(files: dict[str, bytes]) -> bytes:
@@ -65,9 +75,32 @@ def tiny(registry: dict, manifest: dict, files: dict[str, str]) -> None:
     entry["versions"][version] = {**manifest, "dist": dist(name, version, tarball(body))}
 
 
+def real_cut(registry: dict, name: str, real_dir: Path | None) -> None:
+    """A real package cut down to the files a CDN page loads; its manifest is its own package.json."""
+    version, keep = REAL_CUTS[name]
+    cut = HERE / "tarballs" / f"{name.split('/')[-1]}-{version}.tgz"
+    if real_dir is not None:
+        with tarfile.open(real_dir / f"{name.split('/')[-1]}-{version}.tgz") as real:
+            data = tarball({f: real.extractfile(f"package/{f}").read() for f in keep})
+    else:
+        data = cut.read_bytes()
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        manifest = json.loads(tar.extractfile("package/package.json").read())
+    for field in ("scripts", "devDependencies", "pnpm", "browserslist", "contributors", "bugs", "homepage", "files"):
+        manifest.pop(field, None)
+    registry[name] = {"name": name, "dist-tags": {"latest": version}, "versions": {version: {**manifest, "dist": dist(name, version, data)}}}
+
+
 def main() -> None:
     (HERE / "tarballs").mkdir(exist_ok=True)
     registry: dict = {}
+    args = sys.argv[1:]
+    real_dir = None
+    if "--real" in args:
+        at = args.index("--real")
+        real_dir = Path(args[at + 1])
+        del args[at : at + 2]
+    sys.argv[1:] = args
 
     three = copy.deepcopy(json.loads((HERE / "three-metadata.json").read_text()))
     cut = HERE / "tarballs" / "three-0.160.0.tgz"
@@ -107,6 +140,9 @@ def main() -> None:
 
     tiny(registry, {"name": "@tiny/scoped", "version": "0.1.0", "main": "lib/main.js"}, {"lib/main.js": "export const scoped = true;\n"})
     registry["@tiny/scoped"]["dist-tags"] = {"latest": "0.1.0"}
+
+    for name in REAL_CUTS:
+        real_cut(registry, name, real_dir)
 
     (HERE / "registry.json").write_text(json.dumps(registry, indent=1) + "\n")
 
