@@ -85,6 +85,42 @@ class LayerKVCache:
         """Forget every position >= lengths[row] (rejected draft tokens)."""
         self.pos.masked_fill_(self.pos >= lengths[:, None], -1)
 
+    def empty_like(self, batch: int, capacity: int | None = None) -> "LayerKVCache":
+        """A new cache of this layer's shape and kind (global layers: `capacity` slots to start with)."""
+        return LayerKVCache(batch, self.k.shape[1], self.k.shape[-1], self.v.shape[-1], self.window, self.slack,
+                            self.k.dtype, self.k.device, max(1, capacity or 256))
+
+    def copy_rows(self, src: "LayerKVCache", src_rows: torch.Tensor, dst_rows: torch.Tensor,
+                  limit: torch.Tensor | None = None) -> None:
+        """Rows `dst_rows` become copies of `src`'s rows `src_rows` (the prefix cache moving an episode in and
+        out of a batch), keeping only positions < limit[i] when given. Rings copy slot for slot, so both must
+        have the same window and slack (every cache the engine makes has slack = MTP heads + 1)."""
+        if self.window is None:
+            top = src.top if limit is None else min(src.top, int(limit.max()))
+            if top > self.capacity:
+                self._grow(top)
+            self.top = max(self.top, top)
+            self.pos[dst_rows] = -1
+            self.k[dst_rows, :, :top] = src.k[src_rows, :, :top]
+            self.v[dst_rows, :, :top] = src.v[src_rows, :, :top]
+            self.pos[dst_rows, :top] = src.pos[src_rows, :top]
+        else:
+            if src.capacity != self.capacity:
+                raise ValueError(f"ring of {src.capacity} slots copied into one of {self.capacity}")
+            self.k[dst_rows] = src.k[src_rows]
+            self.v[dst_rows] = src.v[src_rows]
+            self.pos[dst_rows] = src.pos[src_rows]
+        if limit is not None:
+            rows = self.pos[dst_rows]
+            self.pos[dst_rows] = rows.masked_fill(rows >= limit[:, None], -1)
+
+    def clear_rows(self, rows: torch.Tensor) -> None:
+        self.pos[rows] = -1
+
+    def max_position(self, row: int) -> int:
+        """The highest position row `row` holds (-1 when empty)."""
+        return int(self.pos[row].max())
+
     def nbytes(self) -> int:
         return self.k.numel() * self.k.element_size() + self.v.numel() * self.v.element_size()
 
@@ -105,6 +141,21 @@ class ModelKVCache:
 
     def crop_mtp(self, head: int, lengths: torch.Tensor) -> None:
         self.mtp[head].crop(lengths)
+
+    def copy_rows(self, src: "ModelKVCache", src_rows: torch.Tensor, dst_rows: torch.Tensor,
+                  limit: torch.Tensor | None = None) -> None:
+        """The main layers' rows from `src` (see LayerKVCache.copy_rows); the MTP heads' rows are emptied:
+        a prefix keeps only the main model's cache (the heads rebuild theirs from kept hidden states)."""
+        for mine, theirs in zip(self.layers, src.layers):
+            mine.copy_rows(theirs, src_rows, dst_rows, limit)
+        for head in self.mtp:
+            head.clear_rows(dst_rows)
+
+    def row_copy(self, row: int, limit: int) -> "ModelKVCache":
+        """Row `row`'s main layers, positions < limit, as a batch-1 cache sized to hold just those (no MTP)."""
+        out = ModelKVCache([c.empty_like(1, limit) for c in self.layers], [])
+        out.copy_rows(self, torch.tensor([row]), torch.tensor([0]), torch.tensor([limit]))
+        return out
 
     def nbytes(self) -> dict[str, int]:
         return {"layers": sum(c.nbytes() for c in self.layers), "mtp": sum(c.nbytes() for c in self.mtp)}

@@ -140,6 +140,13 @@ class AcceptanceTracker:
         self.accepted = [0.0] * batch
         self.trials = [0.0] * batch
 
+    def reset_row(self, row: int) -> None:
+        """A new request in batch row `row` (continuous batching): it starts from the overall rates."""
+        while len(self.trials) <= row:
+            self.accepted.append(0.0)
+            self.trials.append(0.0)
+        self.accepted[row] = self.trials[row] = 0.0
+
     def _grow(self, depth: int) -> None:
         while len(self.depth_trials) < depth:
             self.depth_accepted.append(0.0)

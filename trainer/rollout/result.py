@@ -16,6 +16,8 @@ class Completion:
     # tokens the server never fed through the model (the last one) or a server that returns none.
     routing: torch.Tensor | None
     finish_reason: str  # "stop" | "length"
+    # In-process engine: time to first token (ttft_s, from submission), prefix tokens reused and prefilled.
+    stats: dict = field(default_factory=dict)
 
     @property
     def sequence(self) -> list[int]:
