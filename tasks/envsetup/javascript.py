@@ -28,7 +28,7 @@ import hashlib
 import json
 import re
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,7 @@ SIGNATURES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("package_manager_unsupported", re.compile(rf"{REFUSED_MARKER} package_manager_unsupported")),
     ("no_package_json", re.compile(rf"{REFUSED_MARKER} no_package_json")),
     ("package_manager_unavailable", re.compile(PM_MARKER)),
+    ("no_versions_under_cap", re.compile(r"npm (ERR!|error) code ENOVERSIONS|No versions available for|No matching version found for \S+ with a date before", re.I)),
     ("no_matching_distribution", re.compile(r"npm (ERR!|error) code (ETARGET|E404)|No matching version found|is not in this registry|Couldn't find any versions for", re.I)),
     ("resolver_conflict", re.compile(r"npm (ERR!|error) code ERESOLVE|unable to resolve dependency tree", re.I)),
     ("lockfile_out_of_date", re.compile(r"npm (ERR!|error) `npm ci` can only install packages when|lockfile needs to be updated|ERR_PNPM_OUTDATED_LOCKFILE|"
@@ -406,18 +407,38 @@ class JavaScriptRecipes:
         runner = detect_runner(files)
         cmd, parser = runner_command(runner)
         strategies: list[Strategy] = []
+        cap = date if (not pm.lockfile and date and options.time_cap and not options.offline) else None
         for choice in choose_node(files):
             notes = (f"node {choice.node} from Debian {choice.suite}: {choice.why}", f"package manager {pm.spec} (lockfile {pm.lockfile or 'none'})",
                      f"runner {runner.name} from {runner.script}")
-            for ignore_scripts in (False, True):
-                name = f"{pm.name}{'-ci' if pm.lockfile else '-install'}{'-noscripts' if ignore_scripts else ''}@node{choice.major}"
-                install = (activate_command(pm), install_command(pm, date, options, ignore_scripts))
-                strategies.append(Strategy(
-                    name=name, python=f"node{choice.major}", install=install, test_cmd=cmd, log_parser=parser,
-                    exclude_newer=date if (not pm.lockfile and date and options.time_cap and not options.offline) else None,
-                    base_image=choice.base_image, notes=notes,
-                ))
+            # the plan (before '@') names what the install does; the builder skips other Node majors for a
+            # plan that named a package no registry has (envfarm.tasks.envsetup.build)
+            plan = f"{pm.name}{'-ci' if pm.lockfile else '-install'}" + ("+capped" if cap else "")
+            strategies.append(Strategy(
+                name=f"{plan}@node{choice.major}", python=f"node{choice.major}", install=(activate_command(pm), install_command(pm, cap, options)),
+                test_cmd=cmd, log_parser=parser, exclude_newer=cap, base_image=choice.base_image, notes=notes, plan=(pm, cap, False),
+            ))
         return strategies
+
+    def repair(self, strategy: Strategy, log: str, options: BuildOptions) -> Strategy | None:
+        """One change that answers the failure in `log`, or None: a cap that left no versions -> today's
+        packages (a registry whose publish times are wrong makes every cap fail: see README); an install
+        script that failed (a postinstall downloading a browser, a native build) -> install scripts off."""
+        if not isinstance(strategy.plan, tuple) or len(strategy.plan) != 3:
+            return None
+        pm, cap, no_scripts = strategy.plan
+        reason = failures.classify_build_failure(log)
+        if reason == "no_versions_under_cap" and cap:
+            cap, note = None, "time cap left no versions: today's packages"
+        elif reason in ("build_error", "lockfile_install_failed") and not no_scripts:
+            no_scripts, note = True, "install scripts failed: installed with --ignore-scripts"
+        else:
+            return None
+        name, major = strategy.name.split("@", 1)
+        name = name.replace("+capped", "+uncapped") if strategy.exclude_newer and not cap else name
+        return replace(strategy, name=f"{name}{'-noscripts' if no_scripts and '-noscripts' not in name else ''}@{major}",
+                       install=(strategy.install[0], install_command(pm, cap, options, no_scripts)), exclude_newer=cap,
+                       notes=(*strategy.notes, note), plan=(pm, cap, no_scripts))
 
     def tooling(self, base_image: str) -> ImageRecipe:
         suite = next((s for s in SUITE_NODE if base_image_for(s) == base_image), "bookworm")
@@ -453,7 +474,8 @@ class JavaScriptRecipes:
                  + " true")
         return [
             f"{check_node} && cd /testbed && mkdir -p .git/info && printf 'node_modules/\\n' >> .git/info/exclude && {ca} && {caches}"
-            f" && {activate} && {{ {install} || {{ {say(LOCK_MARKER, install.split(' --')[0] + ' failed')}; exit 1; }}; }}"
+            f" && {activate} && {{ {install} > /tmp/install.log 2>&1 || {{ tail -n 40 /tmp/install.log | sed 's/^npm ERR!/npm error/';"
+            f" {say(LOCK_MARKER, install.split(' --')[0] + ' failed')}; exit 1; }}; }} && tail -n 5 /tmp/install.log && rm -f /tmp/install.log"
             " && rm -rf /tmp/npm-cache /tmp/yarn-cache /tmp/pnpm-store",
             prove,
             "chown -R 1000:1000 /testbed",

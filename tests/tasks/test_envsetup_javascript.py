@@ -213,3 +213,75 @@ def test_failure_markers_are_not_in_the_step_text() -> None:
         assert marker not in text
     assert failures.classify_build_failure(text + "\nnpm error `npm ci` can only install packages when your package.json and package-lock.json are in sync\n"
                                            + javascript.LOCK_MARKER + ": npm ci failed") == "lockfile_out_of_date"
+
+
+@pytest.mark.parametrize(
+    ("scripts", "cmd_has", "cmd_lacks"),
+    [
+        # github-readme-stats: ESM through a node flag before Jest's own script
+        ({"test": "node --experimental-vm-modules node_modules/jest/bin/jest.js --coverage"}, ["env NODE_OPTIONS=--experimental-vm-modules ./node_modules/.bin/jest"], ["--coverage"]),
+        # dayjs: time-zone passes under TZ=... first, then the plain suite: the plain one wins
+        ({"test": "cross-env TZ=Pacific/Auckland npm run test-tz && jest --coverage --coverageThreshold=\"{ \\\"global\\\": {} }\"",
+          "test-tz": "date && jest test/timezone.test --coverage=false"}, ["./node_modules/.bin/jest --ci"], ["TZ=", "coverageThreshold", "timezone.test"]),
+        # axios: lint first, then the unit suite through a wrapper script, then module checks
+        ({"test": "npm run test:eslint && npm run test:mocha && npm run test:exports", "test:eslint": "eslint lib",
+          "test:mocha": "node bin/ssl_hotfix.js mocha test/unit/**/*.js --timeout 30000 --exit",
+          "test:exports": "node bin/ssl_hotfix.js mocha test/module/test.js --timeout 30000 --exit"}, ["'test/unit/**/*.js' --timeout 30000 --exit"], ["test/module"]),
+        # marked: build steps before the runner run before the tests (their output is what the tests import)
+        ({"test": "npm run build:reset && npm run build:docs && npm run test:unit", "test:unit": "node --test --test-reporter=spec test/unit/*.test.js"},
+         ["npm run build:reset && npm run build:docs && node --test"], ["--test-reporter=spec", "test/unit/*.test.js"]),
+    ],
+)
+def test_runner_from_real_repositories_scripts(scripts, cmd_has, cmd_lacks) -> None:
+    cmd, _ = runner_command(detect_runner(pkg(scripts=scripts)))
+    for part in cmd_has:
+        assert part in cmd, cmd
+    for part in cmd_lacks:
+        assert part not in cmd, cmd
+
+
+@pytest.mark.parametrize(
+    ("npm_lines", "reason_class"),
+    [
+        ("npm error code ETARGET\nnpm error notarget No matching version found for accepts@~1.3.8 with a date before 1/31/2019.", "no_versions_under_cap"),
+        ("npm error code ENOVERSIONS\nnpm error No versions available for accepts", "no_versions_under_cap"),
+        ("npm error code ETARGET\nnpm error notarget No matching version found for left-pad@^9.0.0.", "no_matching_distribution"),
+        ("npm error code ERESOLVE\nnpm error ERESOLVE unable to resolve dependency tree", "resolver_conflict"),
+        ("npm error code 1\nnpm error command failed\nnpm error command sh -c node install.js", "lockfile_install_failed"),
+    ],
+)
+def test_npm_failures_get_their_class(npm_lines: str, reason_class: str) -> None:
+    """npm's own lines (as npm 10 prints them; npm 9's `npm ERR!` is rewritten to that by the install step)."""
+    from envfarm.tasks.envsetup import failures, javascript
+
+    assert failures.classify_build_failure(f"{npm_lines}\n{javascript.LOCK_MARKER}: npm install failed") == reason_class
+
+
+def test_strategies_and_repairs_without_a_lockfile(tmp_path: Path) -> None:
+    """Capped first; a cap that leaves no versions is repaired to today's packages, a failed install
+    script to --ignore-scripts; a stale lockfile has no repair. Other Node majors follow as their own roots."""
+    import subprocess
+
+    from envfarm.tasks.mirror import Mirror
+
+    from .fixtures import git, write
+
+    work = tmp_path / "w"
+    work.mkdir()
+    git(work, "init", "-q", "-b", "main")
+    write(work, {"package.json": json.dumps({"name": "x", "engines": {"node": ">=18"}, "devDependencies": {"mocha": "10"}})})
+    git(work, "add", "-A")
+    git(work, "commit", "-q", "-m", "init")
+    subprocess.run(["git", "clone", "-q", "--mirror", str(work), str(tmp_path / "m.git")], check=True)
+    recipes = JavaScriptRecipes()
+    roots = recipes.strategies(Mirror(tmp_path / "m.git"), "HEAD", "2019-01-31T00:00:00Z", BuildOptions())
+    assert [s.name for s in roots] == ["npm-install+capped@node20", "npm-install+capped@node18"]
+    assert "--before=2019-01-31T00:00:00Z" in roots[0].install[1] and roots[0].exclude_newer
+    uncapped = recipes.repair(roots[0], "npm error code ENOVERSIONS\nnpm error No versions available for accepts", BuildOptions())
+    assert uncapped is not None and uncapped.name == "npm-install+uncapped@node20" and "--before" not in uncapped.install[1]
+    assert uncapped.exclude_newer is None
+    scripts = recipes.repair(uncapped, "npm error code 1\nnpm error command failed\nENVFARM_LOCKFILE_INSTALL_FAILED: npm install failed", BuildOptions())
+    assert scripts is not None and scripts.name == "npm-install+uncapped-noscripts@node20" and "--ignore-scripts" in scripts.install[1]
+    assert recipes.repair(scripts, "npm error code 1\nENVFARM_LOCKFILE_INSTALL_FAILED: x", BuildOptions()) is None  # nothing left to change
+    stale = "npm error `npm ci` can only install packages when your package.json and package-lock.json are in sync"
+    assert recipes.repair(roots[0], stale, BuildOptions()) is None
