@@ -53,8 +53,8 @@ def eval_(
 
         def tick(instance_id: str, outcome: str) -> None:
             progress.advance(bar)
-            progress.console.print(f"{instance_id}: {outcome}", markup=False, highlight=False)
+            progress.console.print(f"{instance_id}: {outcome}", markup=False, highlight=False, soft_wrap=True)
 
         summary = evaluate(tasks, preds, out, run_id, run, workers=workers, source=source, on_progress=tick)
-    console.print(json.dumps({k: v for k, v in summary.items() if not k.endswith("_ids") and k != "failure_reasons"}), markup=False, highlight=False)
-    console.print(f"report: {out / (preds[0].model + '.' + run_id + '.json')}", markup=False, highlight=False)
+    console.print(json.dumps({k: v for k, v in summary.items() if not k.endswith("_ids") and k != "failure_reasons"}), markup=False, highlight=False, soft_wrap=True)
+    console.print(f"report: {out / (preds[0].model + '.' + run_id + '.json')}", markup=False, highlight=False, soft_wrap=True)

@@ -113,7 +113,7 @@ def build(
             row = session.get(TaskRow, task.instance_id)
             if row is not None:
                 row.spec, row.image = built.model_dump(mode="json"), env.image
-        console.print(f"[{n}/{len(tasks)}] {task.instance_id}: {env.image} ({env.source})", markup=False, highlight=False)
+        console.print(f"[{n}/{len(tasks)}] {task.instance_id}: {env.image} ({env.source})", markup=False, highlight=False, soft_wrap=True)
     if failed:
         raise EnvfarmError(f"{len(failed)} of {len(tasks)} task(s) have no environment: {', '.join(failed[:5])}",
                            "see each task's line above for what every source lacked")

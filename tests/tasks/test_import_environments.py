@@ -185,20 +185,32 @@ def test_a_prediction_naming_an_unknown_instance_is_one_line(project, tmp_path) 
     assert not (tmp_path / "out").exists()
 
 
-def test_import_then_build_records_the_environment_and_reimport_keeps_it(project, sources, store, engine_client, recipe_task) -> None:  # type: ignore[no-untyped-def]
+def test_cli_import_then_build_records_the_environment_and_reimport_keeps_it(project, fixture_world, recipe_task, tmp_path) -> None:  # type: ignore[no-untyped-def]
     from envfarm.store import TaskRow
-    from envfarm.tasks.importers.base import with_environment
+    from envfarm.store.db import Store
 
-    path = write_jsonl(project["root"] / "store.jsonl", [rebench_row(project)])
-    assert import_path(store, path).inserted == ["acme__calc-2"]
+    home = tmp_path / "home"
+    env_vars = {**os.environ, "ENVFARM_HOME": str(home)}
+    env_vars.pop("ENVFARM_DB_URL", None)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-P", "-m", "envfarm.cli", *args], capture_output=True, text=True, env=env_vars, cwd=REPO_ROOT, timeout=600)
+
+    path = write_jsonl(tmp_path / "store.jsonl", [rebench_row(project)])
+    assert "1 new" in cli("tasks", "import", str(path)).stderr
+    built = cli("tasks", "build", "--mirrors", str(project["mirrors"]), "--wheelhouse", str(fixture_world["wheelhouse"]), "--no-index")
     _, _, env = recipe_task
-    with store.session() as session:
-        row = session.get(TaskRow, "acme__calc-2")
-        built = with_environment(read_tasks(path)[1][0], env.image, env.source)
-        row.spec, row.image = built.model_dump(mode="json"), env.image
-    assert import_path(store, path).unchanged == ["acme__calc-2"]
-    with store.session(readonly=True) as session:
-        assert session.get(TaskRow, "acme__calc-2").image == env.image
+    assert built.returncode == 0 and f"acme__calc-2: {env.image} (dataset-recipe)" in built.stderr, built.stderr[-1500:]
+    assert "1 unchanged" in cli("tasks", "import", str(path)).stderr
+    store = Store(f"sqlite:///{home / 'envfarm.db'}")
+    try:
+        with store.session(readonly=True) as session:
+            row = session.get(TaskRow, "acme__calc-2")
+            assert row.image == env.image and row.spec["extra"]["environment"] == {"source": "dataset-recipe", "image": env.image, "dataset_image": ""}
+    finally:
+        store.dispose()
+    missing = cli("tasks", "build", "acme__calc-9", "--mirrors", str(project["mirrors"]))
+    assert missing.returncode == 2 and "instance 'acme__calc-9' is not in the store" in missing.stderr
 
 
 def test_a_row_with_no_recipe_and_no_image_gets_envfarms_own_environment_setup(project, sources, engine_client, tmp_path) -> None:  # type: ignore[no-untyped-def]
