@@ -92,9 +92,14 @@ def forced_completion(policy: Policy, prompt: str, text: str) -> Completion:
     if len(prompt_ids) + len(tokens) > limit:
         raise EnvfarmError(f"a replayed page of {len(tokens)} tokens after a {len(prompt_ids)}-token prompt exceeds the policy's "
                            f"{limit} positions", "shorten the page in web.replay_file, or use a policy with a longer context")
+    return Completion(prompt_ids, tokens, score_tokens(policy, prompt_ids, tokens), None, "stop")
+
+
+def score_tokens(policy: Policy, prompt_ids: list[int], tokens: list[int]) -> list[float]:
+    """log p(tokens[j] | prompt, tokens[:j]) under the policy (untempered, as the engine reports its own samples)."""
     with torch.no_grad():
         logprobs = policy.token_logprobs(torch.tensor([prompt_ids + tokens]))[0, len(prompt_ids) - 1:]
-    return Completion(prompt_ids, tokens, [float(x) for x in logprobs], None, "stop")
+    return [float(x) for x in logprobs]
 
 
 def make_judge(web: WebCfg) -> JudgeClient | None:
