@@ -289,8 +289,12 @@ class TaskImages:
         from envfarm.tasks.importers.base import with_environment
         from envfarm.tasks.importers.images import ensure_env
 
-        if self.backend == "kubernetes":
-            return task
+        if self.backend == "kubernetes":  # the cluster pulls: the row's image by the user's registry, or what was built and pushed
+            from envfarm.tasks.importers.images import registry_ref
+
+            if task.extra.get("environment") or not task.image:
+                return task
+            return task.model_copy(update={"image": registry_ref(task.image, getattr(self.sources, "registry", ""))})
         with self._guard:
             lock = self._locks.setdefault(task.instance_id, threading.Lock())
         with lock:
