@@ -193,6 +193,40 @@ def test_every_builtin_task_can_be_passed_and_failed(tmp_path):
     assert [g.reward.value for g in graded[:3]] == [1.0, 1.0, 1.0] and not any(g.failure for g in graded)
 
 
+@pytest.mark.browser
+@pytest.mark.slow
+def test_a_task_without_a_script_is_explored_and_judged(tmp_path):
+    """Unscripted mode in the family: a task with a rubric and no script is explored (no one wrote what to
+    click); the correct counter passes, the one with its handler on the number fails with a dead control,
+    and the judge is sent each exploration's video with the interactions as its timeline."""
+    _browser_or_skip()
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "verifiers"))
+    from judge_server import ScriptedJudge, verdict
+
+    from envfarm.trainer.families.web import WebFamily
+
+    tasks = tmp_path / "tasks.yaml"
+    tasks.write_text("- id: counter-free\n  prompt: a click counter\n  rubric: [a button labelled Add one, a number that starts at 0,"
+                     " each click on the button adds one to the number]\n")
+    no_sandbox = type("Host", (), {"in_sandbox": lambda self, fn: pytest.fail("a page without a build needs no sandbox")})()
+    with ScriptedJudge([verdict(9, 9, 9)]) as judge:
+        family = WebFamily(load_config(DEMO, ["tasks.family=web", f"web.tasks_file={tasks}", f"web.judge_url={judge.url}",
+                                              "web.judge_model=vl", "web.judge_weight=0.2", f"train.out_dir={tmp_path / 'out'}"]))
+        item = family.by_id["counter-free"]
+        assert item.script is None
+        good, wrong = family.grade(no_sandbox, [("g", item, GOOD), ("w", item, WRONG_ELEMENT)])  # type: ignore[arg-type]
+        sent = [judge.parts(i) for i in range(len(judge.requests))]
+    assert good.reward.passed and good.reward.details["mode"] == "explore" and not good.failure, good.reward.details["failed_checks"]
+    assert not wrong.reward.passed and any("dead control" in c for c in wrong.reward.details["failed_checks"])
+    assert good.reward.value > wrong.reward.value > 0
+    for parts, r in zip(sent, (good, wrong)):
+        assert [p["type"] for p in parts] == ["text", "video_url"] and "(video time): click" in parts[0]["text"]
+        assert r.reward.value == pytest.approx(0.8 * r.reward.details["blend"]["deterministic"] + 0.2 * 0.9, abs=1e-4)
+    assert "no visible effect measured" in sent[1][0]["text"] and "dead control" in sent[1][0]["text"]
+
+
 @pytest.mark.ray
 @pytest.mark.browser
 @pytest.mark.slow
