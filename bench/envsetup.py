@@ -145,6 +145,11 @@ def run_task(row: dict[str, Any], options, done: dict[str, dict[str, Any]] | Non
             verdict = validate(task, repeats=REPEATS, timeout=900)
             curated_f2p, curated_p2p = set(row["FAIL_TO_PASS"]), set(row["PASS_TO_PASS"])
             f2p, p2p = set(verdict.fail_to_pass), set(verdict.pass_to_pass)
+            # The curated lists come from a harness that names a test by its `-rA` line, cut at the first space
+            # (`test_x[a b]` -> `test_x[a`); envfarm keeps exact ids. Both comparisons are reported.
+            cut = lambda ids: {i.split(" ")[0] for i in ids}  # noqa: E731
+            out.update(f2p_exact_harness_ids=cut(f2p) == cut(curated_f2p), p2p_common_harness_ids=len(cut(p2p) & cut(curated_p2p)),
+                       p2p_found_harness_ids=len(cut(p2p)), p2p_missing=sorted(curated_p2p - p2p)[:20], p2p_extra=sorted(p2p - curated_p2p)[:20])
             out.update(validated=verdict.accepted, validation_reason_class=verdict.reason_class, validation_reason=verdict.reason[:1000],
                        f2p_exact=f2p == curated_f2p, f2p=sorted(f2p), f2p_missing=sorted(curated_f2p - f2p), f2p_extra=sorted(f2p - curated_f2p),
                        p2p_found=len(p2p), p2p_curated=len(curated_p2p), p2p_common=len(p2p & curated_p2p),
@@ -226,6 +231,12 @@ def summarize(variant: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
         "f2p_exact_match_rate": round(sum(1 for r in validated if r.get("f2p_exact")) / len(validated), 3) if validated else None,
         "p2p_recall": round(p2p_common / p2p_curated, 4) if p2p_curated else None,
         "p2p_precision": round(p2p_common / p2p_found, 4) if p2p_found else None,
+        "with_harness_test_ids": {  # ids cut at the first space, as the curated lists' harness names them
+            "f2p_exact_match": sum(1 for r in validated if r.get("f2p_exact_harness_ids", r.get("f2p_exact"))),
+            "p2p_recall": round(sum(r.get("p2p_common_harness_ids", r.get("p2p_common", 0)) for r in validated) / p2p_curated, 4) if p2p_curated else None,
+            "p2p_precision": (round(sum(r.get("p2p_common_harness_ids", r.get("p2p_common", 0)) for r in validated)
+                                    / sum(r.get("p2p_found_harness_ids", r.get("p2p_found", 0)) for r in validated), 4) if p2p_found else None),
+        },
         "env_failures_by_class": dict(reasons.most_common()), "python_unavailable": unavailable,
         "validation_rejections_by_class": dict(rejected.most_common()),
         "repairs_used": dict(Counter(rep for r in rows for a in r.get("attempts", []) if a.get("ok") for rep in a.get("repairs", [])).most_common()),
