@@ -231,7 +231,7 @@ def _gate(record: ExplorationRecord, frames: Frames | None, scale: float) -> Gat
     return gate
 
 
-def _rubric(reqs: list[Requirement], animation: dict[str, Any], interactions: list[dict[str, Any]], drawn: bool) -> list[dict[str, Any]]:
+def _rubric(reqs: list[Requirement], animation: dict[str, Any], interactions: list[dict[str, Any]], drawn: bool, self_text: int) -> list[dict[str, Any]]:
     kinds = {"click": ("button", "link", "handler", "checkbox", "select", "range", "canvas"), "type": ("input", "field", "button"),
              "keyboard": ("keyboard",), "drag": ("canvas", "draggable"), "hover": ("hover", "canvas"), "scroll": ("scroll",)}
     out = []
@@ -239,6 +239,8 @@ def _rubric(reqs: list[Requirement], animation: dict[str, Any], interactions: li
         entry: dict[str, Any] = {"requirement": req.text, "check": req.check, "passed": None, "detail": "left to the judge"}
         if req.check == "animates":
             entry["passed"], entry["detail"] = animation["on_its_own"], f"moved in {animation['moving_share']:.0%} of idle frame pairs"
+        elif req.check == "text_changes":
+            entry["passed"], entry["detail"] = self_text > 0, f"{self_text} element(s) changed what they show during the idle watch"
         elif req.check == "drawn":
             entry["passed"], entry["detail"] = drawn, "a canvas, svg or image with content" if drawn else "no canvas, svg or image drawn"
         elif req.check in kinds:
@@ -347,7 +349,7 @@ def analyse(record: ExplorationRecord, frames: Frames | None, options: ExploreOp
             region = frame[max(0, y) : y + h, max(0, x) : x + w]
             if region.size and float((np.abs(region - np.median(region)) > PIXEL_DELTA).mean()) >= 0.01:
                 drawn = True
-    rubric_rows = _rubric(requirements(rubric), animation, interactions, drawn)
+    rubric_rows = _rubric(requirements(rubric), animation, interactions, drawn, record.self_mutations)
     keyframes = []
     if record.load_keyframe:
         keyframes.append({"path": record.load_keyframe, "t_s": record.load_keyframe_s, "label": "after load and the idle watch", "source": "screenshot after the page settled"})

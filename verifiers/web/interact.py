@@ -198,7 +198,7 @@ INSTRUMENT_JS = r"""(() => {
   };
 })();"""
 
-DISCOVER_JS = r"""() => {
+DISCOVER_JS = r"""(start) => {
   const E = window.__envfarm || { handlers: new WeakMap(), global: new Set() };
   const CLICKY = ['click', 'mousedown', 'mouseup', 'pointerdown', 'pointerup', 'dblclick', 'touchstart', 'contextmenu'];
   const KEYS = ['keydown', 'keyup', 'keypress'];
@@ -244,7 +244,7 @@ DISCOVER_JS = r"""() => {
   };
   const OWNING = new Set(['button', 'link', 'checkbox', 'select', 'range', 'input', 'field']);
   const controls = [], owners = [];
-  let n = 0;
+  let n = start || 0;
   for (const el of document.querySelectorAll('body *')) {
     const h = handlersOf(el);
     const kind = kindOf(el, h);
@@ -253,12 +253,14 @@ DISCOVER_JS = r"""() => {
     const r = shown(el);
     if (!r) continue;
     if (OWNING.has(kind)) owners.push(el);
-    el.setAttribute('data-envfarm-c', String(n));
+    const known = el.getAttribute('data-envfarm-c');  // found before: keeps its id
+    const id = known !== null ? Number(known) : n++;
+    el.setAttribute('data-envfarm-c', String(id));
     const parent = el.parentElement ? cssPath(el.parentElement) : '';
     const label = (el.innerText || el.value || el.getAttribute('aria-label') || '').trim().slice(0, 40);
     const cls = typeof el.className === 'string' ? el.className.trim().split(/\s+/).filter((c) => !/active|selected|current|on$/.test(c)).sort().join('.') : '';
     controls.push({
-      id: n++, kind, handlers: h, type: (el.type || '').toLowerCase(), href: el.getAttribute('href') || '',
+      id, kind, handlers: h, type: (el.type || '').toLowerCase(), href: el.getAttribute('href') || '',
       label: ((el.getAttribute('aria-label') || el.innerText || el.value || el.placeholder || el.name || el.id || '') + '').trim().replace(/\s+/g, ' ').slice(0, 40),
       path: cssPath(el), box: [r.x, r.y, r.width, r.height].map(Math.round),
       // Look-alikes: same tag, class, handlers and label ("Choose" on every pricing card), or unlabelled
@@ -376,7 +378,7 @@ class Explorer:
         self.record = record
         self.options = options
         self.deadline = 0.0
-        self.untested: list[Control] = []
+        self.next_id = 0
 
     def now(self) -> float:
         return round(time.monotonic() - self.live.t0, 3)
@@ -420,19 +422,23 @@ class Explorer:
         return True
 
     async def discover(self) -> list[Control]:
-        found = await _bounded(self.page.evaluate(DISCOVER_JS), 5.0)
+        """Every control on the page now; ids of controls found before are kept (new ones get new ids)."""
+        found = await _bounded(self.page.evaluate(DISCOVER_JS, self.next_id), 5.0)
         rec = self.record
         rec.media_boxes = found["media"]
         rec.overflow = found["size"]
         controls = [Control(**c) for c in found["controls"]]
-        next_id = len(controls)
+        next_id = max([self.next_id - 1, *(c.id for c in controls)]) + 1
         key_events = {"keydown", "keyup", "keypress"}
         if key_events & set(found["global"]) or found["keyTargets"]:
             target = found["keyTargets"][0] if found["keyTargets"] and not key_events & set(found["global"]) else "body"
             controls.append(Control(next_id, "keyboard", "arrow keys, space, enter", target, [], "keyboard", sorted(key_events & set(found["global"]))))
             next_id += 1
-        if {"scroll", "wheel"} & set(found["global"]):
+        size = found["size"]
+        if {"scroll", "wheel"} & set(found["global"]) or size["scrollHeight"] > size["innerHeight"] + 100:
             controls.append(Control(next_id, "scroll", "scroll the page", "window", [], "scroll", sorted({"scroll", "wheel"} & set(found["global"]))))
+            next_id += 1
+        self.next_id = next_id
         return controls
 
     def _pick(self, controls: list[Control]) -> list[Control]:
@@ -469,6 +475,14 @@ class Explorer:
         live_groups: set[str] = set()
         retry: list[Control] = []
         for attempt in (1, 2):
+            if attempt == 2:
+                # Controls the first pass revealed (the "Next question" an answer shows) get their turn.
+                fresh = [c for c in self._pick(await self.discover()) if c.group not in distinct and c.group not in live_groups]
+                for c in fresh:
+                    if len(distinct) < opts.max_controls:
+                        distinct.append(c.group)
+                        rec.controls.append(c)
+                        retry.append(c)
             todo = queue if attempt == 1 else retry
             for c in todo:
                 if attempt == 1 and c.group in live_groups:
@@ -481,7 +495,7 @@ class Explorer:
                     continue
                 if effect:
                     live_groups.add(c.group)
-                elif attempt == 1 and c.kind not in ("field", "canvas", "keyboard", "scroll", "draggable"):
+                elif attempt == 1 and c.kind not in ("field", "canvas", "keyboard", "scroll", "draggable") and c not in retry:
                     retry.append(c)  # state may have been in the way: tried again once all others had their turn
             retry = [c for c in retry if c.group not in live_groups]
 
@@ -503,6 +517,18 @@ class Explorer:
             if state["fresh"]:  # an earlier interaction reloaded the page: find the controls again
                 await self.discover()
             locator = page.locator(selector).first if control.kind not in ("keyboard", "scroll") else None
+            if locator is not None and await locator.count() == 0:
+                rec.interactions.pop()
+                rec.skipped.append(f"{control.kind} {control.label or control.path}: no longer on the page")
+                return None
+            if locator is not None and not await locator.is_visible():
+                rec.interactions.pop()  # hidden again (the dialog it was in was closed another way)
+                rec.skipped.append(f"{control.kind} {control.label or control.path}: hidden when its turn came")
+                return None
+            if locator is not None and control.kind in ("button", "checkbox", "input", "select", "range") and await locator.is_disabled(timeout=timeout):
+                rec.interactions.pop()  # a disabled control is not tried, as a person would not (a quiz after its answer)
+                rec.skipped.append(f"{control.kind} {control.label or control.path}: disabled when its turn came")
+                return None
             if locator is not None and control.kind != "hover":
                 item.uncovered = await self._uncover(locator, timeout)
                 if item.uncovered.startswith("reloaded"):
@@ -592,7 +618,12 @@ class Explorer:
         if kind in ("button", "link", "handler", "checkbox"):
             if kind == "button":  # a careful user fills a form before submitting it (again, on a retry)
                 await locator.evaluate(FILL_FORM_JS, {"byType": PLAUSIBLE, "fallback": "Buy milk"})
-            await locator.click(timeout=timeout)
+            box = await locator.bounding_box(timeout=timeout)
+            size = self.options.viewport
+            if kind == "handler" and box and box["width"] * box["height"] >= 0.8 * size["width"] * size["height"]:
+                await locator.click(position={"x": 8, "y": 8}, timeout=timeout)  # a backdrop: its edge, not the dialog on it
+            else:
+                await locator.click(timeout=timeout)
         elif kind == "hover":
             await locator.hover(timeout=timeout)
         elif kind in ("input", "field"):

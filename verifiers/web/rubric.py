@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 # (check name, pattern). Order matters: actions before properties.
 RULES: tuple[tuple[str, str], ...] = (
+    ("text_changes", r"\b(types? (itself|themselves)|letter by letter|typewriter|counts? (down|up) by itself)"),  # text the page rewrites alone
+    ("animates", r"\b(on (its|their) own|by (itself|themselves))\b"),
     ("keyboard", r"\b(arrow[- ]?keys?|keyboard|key ?press|press(es|ing)? (the )?(space|a key|any key|keys?|w|a|s|d)\b|spacebar|space bar|wasd|keys\b)"),
     ("type", r"\b(typ(e|es|ing)|enter(s|ing)? (a|an|the|some|your)|input|form|submit\w*|search(es|ing)?|fill\w* in|text ?field|todo|to-do)"),
     ("click", r"\b(click\w*|tap\w*|slid\w*|dropdown|checkbox\w*|press(es|ing)? (the |a )?\w*\s*button|button\w*|toggl\w*|select\w*|tabs?\b|switch\w*|choos\w*)"),
