@@ -166,7 +166,7 @@ _SCROLL_STILL_JS = """(bound) => new Promise((resolve) => {
   };
   requestAnimationFrame(tick);
 })"""
-_TWO_FRAMES_JS = "() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(() => r(true))))"
+TWO_FRAMES_JS = "() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(() => r(true))))"
 
 
 async def settle(page: Page, in_flight: set[Any], bound_ms: int) -> dict[str, bool]:
@@ -183,7 +183,7 @@ async def settle(page: Page, in_flight: set[Any], bound_ms: int) -> dict[str, bo
     out["network"] = not in_flight
     try:
         remaining = max(0.2, deadline - time.monotonic())
-        out["frames"] = bool(await asyncio.wait_for(page.evaluate(_TWO_FRAMES_JS), timeout=remaining))
+        out["frames"] = bool(await asyncio.wait_for(page.evaluate(TWO_FRAMES_JS), timeout=remaining))
     except (PlaywrightError, asyncio.TimeoutError):
         out["frames"] = False
     return out

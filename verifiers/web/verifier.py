@@ -25,6 +25,7 @@ from envfarm.verifiers.web.cdn import CdnShim
 from envfarm.verifiers.web.checks import score, session_checks, visual_checks
 from envfarm.verifiers.web.blend import RewardBlend, blended_reward, render_failure
 from envfarm.verifiers.web.judge import JudgeClient, JudgeInput
+from envfarm.verifiers.web.explorer import ExploreOptions, explore_web_async
 from envfarm.verifiers.web.report import write_evidence
 from envfarm.verifiers.web.runner import run_session
 from envfarm.verifiers.web.script import InteractionScript, load_script
@@ -111,15 +112,31 @@ class WebVerifier:
 
         return asyncio.run(main())
 
+    def explore_app(self, app: dict[str, Any] | Path | str, rubric: str | list[str] | None = "", out_dir: Path | None = None,
+                    options: ExploreOptions | None = None) -> Reward:
+        """Verify with no script: the explorer drives the page and scores it (explorer.py), deterministically."""
+        out_dir = out_dir or Path(tempfile.mkdtemp(prefix="envfarm-web-", dir=self.evidence_root))
+
+        async def main() -> Reward:
+            async with BrowserHost(self.limits) as host:
+                return await explore_web_async(host, app, out_dir, rubric, options, self.cdn)
+
+        return asyncio.run(main())
+
     def verify(self, task: TaskSpec, sandbox: Sandbox | None = None, app_dir: Path | None = None) -> Reward:
-        """Task form: `task.extra["web"] = {"script": {...}, "root": "/testbed/dist", "command": ...}`."""
+        """Task form: `task.extra["web"] = {"script": {...}, "root": "/testbed/dist", "command": ...}`; with no
+        "script" the page is explored, judged against `extra.web.rubric` (plain words) if there is one."""
         web = task.extra.get("web")
-        if not isinstance(web, dict) or "script" not in web:
-            raise EnvfarmError(f"task {task.instance_id} has no extra.web.script", "add the interaction script to the task's extra.web")
-        app: dict[str, Any] = {k: v for k, v in web.items() if k != "script"}
+        if not isinstance(web, dict):
+            raise EnvfarmError(f"task {task.instance_id} has no extra.web", "add extra.web with the app's root (and a script or a rubric)")
+        app: dict[str, Any] = {k: v for k, v in web.items() if k not in ("script", "rubric")}
         with tempfile.TemporaryDirectory(prefix="envfarm-app-") as tmp:
             if app_dir is not None:
                 app["root"] = str(app_dir)
             elif sandbox is not None:
                 app["root"] = str(copy_from_sandbox(sandbox, web.get("root", task.workdir), Path(tmp) / "app"))
+            else:
+                app.setdefault("root", web.get("root", task.workdir))
+            if "script" not in web:
+                return self.explore_app(app, web.get("rubric", ""))
             return self.verify_app(app, web["script"])
