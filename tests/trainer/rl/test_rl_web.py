@@ -60,8 +60,10 @@ def _roll(cfg, monkeypatch, version: int = 0) -> tuple[CallStats, list[RewardEve
         worker.close()
 
 
-def test_config_and_task_errors_are_one_line_each(tmp_path):
+def test_config_and_task_errors_are_one_line_each(tmp_path, monkeypatch):
     from envfarm.trainer.families.web import WebFamily
+
+    monkeypatch.delenv("ENVFARM_JUDGE_URL", raising=False)
 
     assert load_config(DEMO, ["tasks.family=web"]).web.author == "policy"
     with pytest.raises(EnvfarmError, match="web.author is replay but web.replay_file is empty"):
@@ -232,7 +234,8 @@ def test_a_task_without_a_script_is_explored_and_judged(tmp_path):
 @pytest.mark.slow
 def test_rl_loop_trains_on_web_rewards(tmp_path, ray_local):
     """The real trainer on local Ray: one step of GRPO on a group of a good and a broken counter page; the
-    rewards reach the ledger in order and the group is trained on."""
+    rewards reach the ledger in order and the group is trained on; the family's evaluation (one page per
+    task, the replay's first: the good one) runs before and after."""
     _browser_or_skip()
     from envfarm.store.db import Store
     from envfarm.store.models import RewardRow
@@ -242,10 +245,12 @@ def test_rl_loop_trains_on_web_rewards(tmp_path, ray_local):
     out = tmp_path / "out"
     cfg = load_config(DEMO, ["tasks.family=web", "tasks.names=[web-counter]", "web.author=replay",
                              f"web.replay_file={_replay(tmp_path, [GOOD, WRONG_ELEMENT])}", "rollout.group_size=2",
-                             "rollout.groups_per_call=1", "train.groups_per_step=1", "train.steps=1", "train.eval_samples=0",
+                             "rollout.groups_per_call=1", "train.groups_per_step=1", "train.steps=1", "train.eval_samples=1",
                              "policy.checkpoint=null", f"train.out_dir={out}", f"store_url={url}"])
     summary = train(cfg)
-    assert summary["steps"] == 1
+    assert summary["steps"] == 1 and summary["eval_start"] == summary["eval_end"] == 1.0
+    evals = [json.loads(line) for line in (out / "eval.jsonl").read_text().splitlines()]
+    assert [e["mean_reward"] for e in evals] == [{"web-counter": 1.0}] * 2, evals
     row = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
     assert row["trained_groups"] == 1 and row["train_tokens"] > 0
     store = Store(url)
