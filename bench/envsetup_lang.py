@@ -126,6 +126,7 @@ def repo_report(store: Any, repo: str, curated: list[int], dataset: str) -> dict
             entry["curated_f2p"] = CURATED_F2P[iid]
         f2p[iid] = entry
     install = next((e.install_config for e in envs if e.status == "ok"), {}) or {}
+    env_layers = [env_layer_bytes(e.image) for e in envs if e.status == "ok" and e.image]
     return {
         "language": (repo_row.detail or {}).get("language") if repo_row else None,
         "language_evidence": (repo_row.detail or {}).get("language_evidence") if repo_row else None,
@@ -142,10 +143,23 @@ def repo_report(store: Any, repo: str, curated: list[int], dataset: str) -> dict
         "instance_build_seconds": [c.detail.get("instance_build_seconds") for c in cands if (c.detail or {}).get("instance_build_seconds") is not None],
         "validation_seconds": [c.detail.get("validation_seconds") for c in cands if (c.detail or {}).get("validation_seconds") is not None],
         "instance_layer_bytes": layers,
+        "env_layer_bytes": [b for b in env_layers if b is not None],  # the repository + node_modules, over the Node tooling layer
         "install": {k: install.get(k) for k in ("strategy", "base_image", "python", "test_cmd", "log_parser")},
         "curated_dataset": dataset,
         "f2p_vs_curated": f2p,
     }
+
+
+def env_layer_bytes(image: str) -> int | None:
+    """What an env image adds over its parent (the language's tooling layer), from the engine."""
+    from envfarm.engine import connect
+    from envfarm.images import layer_bytes
+
+    try:
+        parent = connect().images.get(image).labels.get("envfarm.io/parent", "")
+        return layer_bytes(image, parent) if parent else None
+    except Exception:  # noqa: BLE001 - a pruned image leaves the number out, not the report
+        return None
 
 
 def language_totals(repos: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -153,18 +167,19 @@ def language_totals(repos: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any
     for report in repos.values():
         lang = report.get("language") or "undetected"
         agg = out.setdefault(lang, {"repositories": 0, "candidates": 0, "env_images_ok": 0, "env_images": 0, "validated": 0,
-                                    "env_build_seconds": [], "instance_build_seconds": [], "validation_seconds": [], "instance_layer_bytes": []})
+                                    "env_build_seconds": [], "instance_build_seconds": [], "validation_seconds": [], "instance_layer_bytes": [],
+                                    "env_layer_bytes": []})
         agg["repositories"] += 1
         agg["candidates"] += report["candidates"]
         agg["env_images_ok"] += report["env_images"]["ok"]
         agg["env_images"] += report["env_images"]["ok"] + report["env_images"]["failed"]
         agg["validated"] += report["validated"]
-        for key in ("env_build_seconds", "instance_build_seconds", "validation_seconds", "instance_layer_bytes"):
+        for key in ("env_build_seconds", "instance_build_seconds", "validation_seconds", "instance_layer_bytes", "env_layer_bytes"):
             agg[key] += [v for v in report[key] if v is not None]
     for agg in out.values():
         agg["env_success_rate"] = round(agg["env_images_ok"] / agg["env_images"], 3) if agg["env_images"] else None
         agg["validated_rate"] = round(agg["validated"] / agg["candidates"], 3) if agg["candidates"] else None
-        for key in ("env_build_seconds", "instance_build_seconds", "validation_seconds", "instance_layer_bytes"):
+        for key in ("env_build_seconds", "instance_build_seconds", "validation_seconds", "instance_layer_bytes", "env_layer_bytes"):
             values = agg.pop(key)
             agg[f"{key}_median"] = statistics.median(values) if values else None
             agg[f"{key}_max"] = max(values) if values else None
@@ -177,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mirrors", type=Path, default=Path("/work/.mirror"), help="folder of <owner>+<name>/repo bare snapshots")
     parser.add_argument("--only", default="", help="comma-separated repositories to run (default: all)")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--report-only", action="store_true", help="write the JSON from the store as it is (no mining)")
     args = parser.parse_args(argv)
     load_at_start = machine_load()
     from envfarm.store import Store
@@ -197,6 +213,10 @@ def main(argv: list[str] | None = None) -> int:
         mirror = args.mirrors / repo.replace("/", "+") / "repo"
         if not mirror.exists():
             print(f"{repo}: no snapshot at {mirror} (fetch it first); skipped", file=sys.stderr)
+            continue
+        if args.report_only:
+            chosen[repo] = [json.loads(line)["data"]["number"] for line in (dumps / f"{repo.replace('/', '__')}.jsonl").read_text().splitlines()
+                            if '"type": "pull"' in line] if (dumps / f"{repo.replace('/', '__')}.jsonl").exists() else []
             continue
         chosen[repo] = write_dump(repo, mirror, dumps, curated, newest)
         started = time.monotonic()
