@@ -1,7 +1,12 @@
 """Benchmark of the verifiers: log-grading throughput, web verification latency and throughput with N
-parallel browser contexts, and accuracy on the web-app corpus.
+parallel browser contexts, accuracy on the scripted web-app corpus, and accuracy of unscripted
+verification (the explorer) on the model-style page corpus (tests/verifiers/webcorpus: 30 pages, each
+correct with broken twins), with false passes and false fails apart, seconds per page, and the CDN
+shim's cache hit rate (CDN requests answered without a registry fetch, from an empty cache filled by
+the fake npm registry on loopback, as the tests do: no host is reached).
 
-    python -m bench.verify            (writes bench/results/verify.json)
+    python -m bench.verify                    (writes bench/results/verify.json)
+    python -m bench.verify --explore-only     (the unscripted section alone, merged into the same file)
 
 Baselines run in the same process: log grading is compared with a naive one-pass line scan (what a
 minimal SWE-bench-style parser does, without our sections, id splitting or forgery checks); parallel
@@ -141,17 +146,108 @@ async def bench_web(out_root: Path) -> dict:
     return results
 
 
+EXPLORE_PARALLEL = 2
+
+
+async def bench_explore(out_root: Path) -> dict:
+    """Every corpus page explored with no script (its rubric only), two contexts at a time."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tests" / "verifiers"))
+    import explore_corpus  # noqa: E402 - test-side corpus loader, shared with the tests
+    from fake_npm import FakeRegistry  # noqa: E402
+
+    from envfarm.verifiers.web.cdn import CdnShim
+    from envfarm.verifiers.web.explorer import explore_web_async
+    from envfarm.verifiers.web.npm import NpmCache
+
+    pages = explore_corpus.load()
+    registry = FakeRegistry()
+    shim = CdnShim(NpmCache(out_root / "cdn-cache", registry.url))
+    limit = asyncio.Semaphore(EXPLORE_PARALLEL)
+    rows: list[dict] = []
+    try:
+        async with BrowserHost() as host:
+            async def one(page) -> dict:
+                async with limit:
+                    folder = page.write(out_root / "pages")
+                    start = time.perf_counter()
+                    reward = await explore_web_async(host, folder, out_root / "explore" / page.key, rubric=page.rubric, cdn=shim)
+                    seconds = time.perf_counter() - start
+                    failed = reward.details["failed_checks"]
+                    row = {"page": page.key, "class": page.cls, "correct": page.correct, "passed": reward.passed, "value": reward.value,
+                           "seconds": round(seconds, 2), "failed_checks": failed[:4], "cdn_requests": reward.details["cdn_shimmed"]}
+                    row["right"] = reward.passed == page.correct
+                    row["for_its_reason"] = page.correct or any(page.expect in f for f in failed)
+                    print(f"  {'ok ' if row['right'] else 'BAD'} {page.key}: {'passed' if reward.passed else 'failed'} in {seconds:.1f}s", flush=True)
+                    return row
+
+            start = time.perf_counter()
+            rows = list(await asyncio.gather(*(one(p) for p in pages)))
+            wall = time.perf_counter() - start
+            peak = round(host.peak_memory / 2**20)
+    finally:
+        registry.close()
+    correct = [r for r in rows if r["correct"]]
+    broken = [r for r in rows if not r["correct"]]
+    by_class: dict[str, dict] = {}
+    for r in broken:
+        entry = by_class.setdefault(r["class"], {"pages": 0, "caught": 0})
+        entry["pages"] += 1
+        entry["caught"] += int(not r["passed"])
+    cdn_requests = sum(r["cdn_requests"] for r in rows)
+    registry_fetches = len(registry.hits)
+    return {
+        "pages": len(rows), "correct_pages": len(correct), "broken_pages": len(broken), "parallel_contexts": EXPLORE_PARALLEL,
+        "accuracy": round(sum(r["right"] for r in rows) / len(rows), 4),
+        "false_passes": [r["page"] for r in broken if r["passed"]],
+        "false_fails": {r["page"]: r["failed_checks"] for r in correct if not r["passed"]},
+        "false_pass_rate": round(sum(r["passed"] for r in broken) / len(broken), 4),
+        "false_fail_rate": round(sum(not r["passed"] for r in correct) / len(correct), 4),
+        "caught_for_the_named_reason": f"{sum(r['for_its_reason'] and not r['passed'] for r in broken)}/{sum(not r['passed'] for r in broken)}",
+        "by_breakage": by_class,
+        "seconds_per_page_p50": round(statistics.median(r["seconds"] for r in rows), 2),
+        "seconds_per_page_p90": round(sorted(r["seconds"] for r in rows)[int(0.9 * (len(rows) - 1))], 2),
+        "wall_s": round(wall, 1),
+        "browser_peak_pss_mib": peak,
+        "cdn": {"requests_answered": cdn_requests, "registry_fetches": registry_fetches,
+                "cache_hit_rate": round(1 - registry_fetches / cdn_requests, 4) if cdn_requests else None,
+                "note": "one cache shared by all pages, empty at the start: the fetches are each package's metadata and tarball, once"},
+        "rows": rows,
+    }
+
+
 def main() -> None:
+    import sys
     import tempfile
 
     load_at_start = machine_load()
+    if "--explore-only" in sys.argv[1:]:
+        with tempfile.TemporaryDirectory(prefix="bench-verify-") as tmp:
+            explore = asyncio.run(bench_explore(Path(tmp)))
+        print(f"explore: accuracy {explore['accuracy']} ({len(explore['false_passes'])} false passes, {len(explore['false_fails'])} false fails), p50 {explore['seconds_per_page_p50']}s")
+        out = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"benchmark": "verify"}
+        out["explore"] = explore
+        out["explore_machine"] = machine_notes(load_at_start)
+        out["explore_timestamp"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        RESULTS.write_text(json.dumps(out, indent=2) + "\n")
+        print(f"wrote {RESULTS}")
+        return
     logs = bench_logs()
     print(f"logs: pytest parse+grade {logs['pytest_mb_per_s']} MB/s (naive scan {logs['baseline_naive_scan_mb_per_s']} MB/s); junit {logs['junit_mb_per_s']} MB/s")
     with tempfile.TemporaryDirectory(prefix="bench-verify-") as tmp:
         web = asyncio.run(bench_web(Path(tmp)))
+        explore = asyncio.run(bench_explore(Path(tmp)))
     for n, entry in web["by_parallel_contexts"].items():
         print(f"web x{n}: p50 {entry['seconds_per_verification_p50']}s, {entry['verifications_per_min']}/min, accuracy {entry['accuracy']}")
-    out = {"benchmark": "verify", "logs": logs, "web": web, "machine": machine_notes(load_at_start), "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    print(f"explore: accuracy {explore['accuracy']} ({len(explore['false_passes'])} false passes, {len(explore['false_fails'])} false fails), p50 {explore['seconds_per_page_p50']}s")
+    summary_line = {
+        "unscripted_accuracy": explore["accuracy"], "unscripted_false_passes": len(explore["false_passes"]), "unscripted_false_fails": len(explore["false_fails"]),
+        "scripted_accuracy": web["accuracy"], "unscripted_seconds_per_page_p50": explore["seconds_per_page_p50"],
+        "scripted_seconds_per_page_p50": web["seconds_per_verification_p50"], "cdn_cache_hit_rate": explore["cdn"]["cache_hit_rate"],
+    }
+    out = {"benchmark": "verify", "summary": summary_line, "logs": logs, "web": web, "explore": explore, "machine": machine_notes(load_at_start),
+           "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {RESULTS}")

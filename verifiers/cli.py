@@ -1,6 +1,6 @@
 """`envfarm verify`: run a verifier by hand, outside the RL loop, to see what it rewards and why.
 
-`envfarm verify web APP SCRIPT` is the one implementation; `python -m envfarm.verifiers.web APP SCRIPT`
+`envfarm verify web APP [SCRIPT]` is the one implementation (no SCRIPT: the page is explored); `python -m envfarm.verifiers.web APP SCRIPT`
 is an alias that runs this same command. `envfarm verify cdn-prefetch PKG@RANGE ...` fills the offline
 CDN shim's cache, for machines that cannot reach the npm registry while they verify.
 """
@@ -25,13 +25,16 @@ def verify() -> None:
 @app.command()
 def web(
     app_dir: Path = typer.Argument(..., metavar="APP", help="folder with index.html (or the app's root with --command)"),
-    script: Path = typer.Argument(..., metavar="SCRIPT", help="interaction script (.yaml or .json)"),
+    script: Optional[Path] = typer.Argument(None, metavar="[SCRIPT]", help="interaction script (.yaml or .json); without one the page is explored"),
+    rubric: Optional[list[str]] = typer.Option(None, "--rubric", help="with no SCRIPT: a required behaviour in plain words (repeatable)"),
     out: Optional[Path] = typer.Option(None, "--out", help="evidence folder (default: a new temp folder)"),
     command: Optional[str] = typer.Option(None, "--command", help="start command instead of static serving ({port} or $PORT)"),
     judge_weight: float = typer.Option(0.0, "--judge-weight", help="blend in the judge (needs ENVFARM_JUDGE_URL)"),
     gate: str = typer.Option("render", "--gate", help="reward gate: render (0 when the page did not render) | executability | none"),
 ) -> None:
-    """Verify one web app: serve it, drive it with the script, record and score it.
+    """Verify one web app: serve it, drive it with the script (or, with none, explore it like a careful
+    user: every control tried, errors, blank page, layout, animation, the --rubric's behaviours), record
+    and score it.
 
     Prints the reward as JSON on stdout and the HTML report's path on stderr; exits 0 if it passed, 1 if not.
     """
@@ -48,7 +51,14 @@ def web(
         if existing is not None and not existing.is_dir():
             raise EnvfarmError(f"--out {out}: {existing} is a file, not a folder", "pass a new or existing folder for the evidence, or omit --out")
     served = {"root": str(app_dir), **({"command": command} if command else {})}
-    reward = WebVerifier(judge=JudgeClient.from_env(), blend=RewardBlend(judge_weight, gate)).verify_app(served, script, out)
+    if script is None:
+        if judge_weight:
+            raise EnvfarmError("--judge-weight applies to scripted verification only here", "pass a SCRIPT, or drop --judge-weight to explore with the checks alone")
+        reward = WebVerifier().explore_app(served, list(rubric or []), out)
+    else:
+        if rubric:
+            raise EnvfarmError("--rubric is for exploring a page with no SCRIPT", "put the rubric in the script's `rubric:` field, or drop SCRIPT")
+        reward = WebVerifier(judge=JudgeClient.from_env(), blend=RewardBlend(judge_weight, gate)).verify_app(served, script, out)
     sys.stdout.write(reward.to_json() + "\n")
     sys.stderr.write(f"report: {reward.evidence.get('report_html', '(none)')}\n")
     raise typer.Exit(0 if reward.passed else 1)

@@ -576,6 +576,15 @@ class Explorer:
             raise
         except PlaywrightError as exc:
             item.ok, item.error = False, _first_line(exc)
+            try:  # an action that timed out on a renderer stuck in a loop: is the page still there?
+                await _bounded(page.evaluate("1"), 5.0)
+            except Hang as hang:
+                item.error = f"the page stopped answering after {item.action}: {hang}"
+                rec.responsive = False
+                rec.hang = item.error
+                raise
+            except PlaywrightError:
+                pass
         if opts.keyframes:
             path = self.live.keyframes / f"i-{item.index:02d}.png"
             taken = await screenshot(page, path, self.live.t0, opts.settle_ms)
