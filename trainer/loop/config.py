@@ -52,6 +52,8 @@ class AgentCfg(_Strict):
     command_timeout: float = Field(120.0, gt=0)
     observation_chars: int = Field(4_000, ge=100)
     max_prompt_tokens: int = Field(4_096, ge=512)
+    concurrent_episodes: int = Field(8, ge=1, description="episodes a worker runs at once; their turns decode together "
+                                                           "in one continuously batched engine (trainer/rollout/batcher.py)")
     test_timeout: float = Field(1800.0, gt=0, description="seconds the verifier's test run of one episode's patch may take")
     transcripts: bool = True
 

@@ -90,6 +90,9 @@ class RolloutWorker:
         if version != self.version:
             self.policy.model.load_state_dict(ray.get(weights[0]))
             self.policy.model.eval()
+            cache = getattr(self.policy.backend, "prefix_cache", None)
+            if cache is not None:  # cached KV and routing belong to the weights that computed them
+                cache.clear()
             self.version = version
 
     def rollout(self, work: list[GroupWork], weights: list[Any], version: int) -> CallStats:
