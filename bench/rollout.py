@@ -145,10 +145,44 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--short-batch", type=int, default=32, help="the RL demo's completions per call")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--sections", default="classic,multiturn",
+                   help="classic (single calls: the regimes above) and/or multiturn (agent episodes, bench/multiturn.py); "
+                        "a section not run keeps its entry from the existing results file")
+    p.add_argument("--mt-reps", type=int, default=1)
+    p.add_argument("--mt-episodes", type=int, default=8)
+    p.add_argument("--mt-new-tokens", type=int, default=16, help="new tokens per assistant turn")
+    p.add_argument("--mt-turns", default="10,12", help="turns per episode, drawn per episode from this range")
+    p.add_argument("--mt-max-prompt-tokens", type=int, default=4096)
+    p.add_argument("--mt-tool-seconds", type=float, default=0.1)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    load_at_start = machine_load()
+    sections = set(args.sections.split(","))
     model = load_checkpoint(args.checkpoint)
+    previous = json.loads(args.out.read_text()) if args.out.exists() else {}
+    report = classic(args, model) if "classic" in sections else {k: v for k, v in previous.items() if k != "multiturn"}
+    if "multiturn" in sections:
+        from bench.multiturn import multiturn
+        load_at_start = machine_load()
+        lo, hi = (int(x) for x in args.mt_turns.split(","))
+        section = multiturn(model, args.mt_reps, args.mt_episodes, args.mt_new_tokens, args.mt_max_prompt_tokens,
+                            args.mt_tool_seconds, turns=(lo, hi))
+        report["multiturn"] = {**section, "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                               "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                               "machine": {**machine_notes(load_at_start), "platform": platform.platform(), "torch_threads": args.threads}}
+    elif "multiturn" in previous:
+        report["multiturn"] = previous["multiturn"]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    tmp.replace(args.out)
+    if "multiturn" in report:
+        print(json.dumps(report["multiturn"]["ratios"], indent=1))
+    return report
+
+
+def classic(args: argparse.Namespace, model) -> dict:
+    """The single-call regimes: every mode on the same prompts, interleaved per repetition."""
+    load_at_start = machine_load()
     engine = RolloutEngine(model)
     prompts = code_prompts(args.prompts, args.prompt_bytes)
     greedy = SamplingParams(max_new_tokens=args.new_tokens, temperature=0)
@@ -216,11 +250,8 @@ def main(argv: list[str] | None = None) -> dict:
                               "of this single-threaded process (speedup_vs_plain_cpu_time) is less sensitive to "
                               "load than wall-clock tokens/s"},
         "reference": {"acceptance_length": "2.8-3.8 (MiMo-V2-Flash, 3 MTP heads, GPUs)", "speedup": "1.82-2.70x"},
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    tmp.replace(args.out)
     print(json.dumps({k: {m: (v["tokens_per_s_median"], v["speedup_vs_plain"], v["speedup_vs_plain_cpu_time"],
                               v["decode_speedup_vs_plain"], v["mean_acceptance_length"])
                           for m, v in s.items()} for k, s in results.items()}, indent=1))
