@@ -7,7 +7,9 @@ optional build command, read from the text as models write it.
 - A ```build block holds one shell command run in the grading sandbox (no network) before serving, for
   a project that generates its page (e.g. `python3 gen.py`); what is served is `dist/` when the build made
   one, else the project's root. A page that is served by its own long-running server is not supported:
-  the browser never gets a route into the sandbox.
+  the browser never gets a route into the sandbox. Any other block without a path (a ```start or ```bash
+  block, an example) is not a file: the project is served statically, so a page that needs its own server
+  fails verification on its own merits.
 - A fence left open (the answer ran out of tokens) ends at the end of the text: the page is graded as cut.
 
 Every byte here is policy-written: paths must be relative, plain (letters, digits, `._-/`), at most 4 deep,
