@@ -91,6 +91,19 @@ def test_config_and_task_errors_are_one_line_each(tmp_path, monkeypatch):
     host = type("Host", (), {"policy": build_policy(load_config(DEMO, ["policy.checkpoint=null"]))})()
     [(completion, failure)] = family._author(host, family.tasks(), [0])  # type: ignore[arg-type]
     assert "exceeds the policy's 4096 positions" in failure and completion.tokens == [host.policy.model.config.eos_token_id]
+    # An author model that cannot answer (here: the server does not know it) fails that rollout as infrastructure.
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "agent"))
+    from scripted_openai_server import ScriptedOpenAIServer
+
+    with ScriptedOpenAIServer({"page-writer": [GOOD]}) as server:
+        chat = WebFamily(load_config(DEMO, ["tasks.family=web", "tasks.names=[web-counter]", "web.author=chat",
+                                            f"web.chat_url={server.url}", "web.chat_model=unknown-model"]))
+        [(completion, failure)] = chat._author(host, chat.tasks(), [0])  # type: ignore[arg-type]
+    assert failure.startswith("author model: model server at") and "does not exist" in failure
+    [graded] = chat._grade_authored(host, ["k"], chat.tasks(), [""], [failure])  # type: ignore[arg-type]
+    assert (graded.failure, graded.failure_class, graded.reward.value) == ("author_error", "infrastructure", 0.0)
 
 
 @pytest.mark.engine
