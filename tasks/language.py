@@ -4,8 +4,9 @@ Why manifests first and file counts second: GitHub's language bar counts bytes, 
 a large vendored JavaScript UI reads as JavaScript; the manifest at the root says how the project is
 built and tested, which is what an environment recipe needs. Evidence, strongest first:
 
-1. root manifests: `go.mod` (go), `Cargo.toml` (rust), `package.json` (javascript, or typescript when a
-   `tsconfig.json` sits at the root or `typescript` is a dependency), `pyproject.toml` / `setup.py` /
+1. root manifests: `go.mod` (go), `Cargo.toml` (rust), `package.json` (javascript, or typescript when
+   `.ts` sources outnumber `.js` ones and a root `tsconfig.json` or a `typescript` dependency says the
+   project compiles them), `pyproject.toml` / `setup.py` /
    `setup.cfg` (python);
 2. several root manifests (a Python package with a package.json for its docs tooling): the language
    with the most source files (by extension, vendored and generated folders left out) among those
@@ -95,6 +96,10 @@ def source_counts(paths: list[str]) -> Counter[str]:
 
 
 def _is_typescript(package_json: bytes | None, paths: set[str], counts: Counter[str]) -> bool:
+    """More .ts than .js sources, and the project compiles TypeScript (a root tsconfig.json or a typescript
+    dependency). A tsconfig alone is not enough: axios keeps one for its type tests over JavaScript sources."""
+    if counts["typescript"] <= counts["javascript"]:
+        return False
     if "tsconfig.json" in paths:
         return True
     try:
@@ -102,7 +107,7 @@ def _is_typescript(package_json: bytes | None, paths: set[str], counts: Counter[
     except ValueError:
         manifest = {}
     deps = {**(manifest.get("dependencies") or {}), **(manifest.get("devDependencies") or {})} if isinstance(manifest, dict) else {}
-    return "typescript" in deps and counts["typescript"] > counts["javascript"]
+    return "typescript" in deps
 
 
 def detect(paths: list[str], read: Callable[[str], bytes | None]) -> Detection:

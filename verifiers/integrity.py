@@ -38,16 +38,24 @@ TAMPERING = "tampering"
 RUNNER_ONLY_NAMES = frozenset(
     {"conftest.py", "pytest.ini", ".pytest.ini", "pytest.toml", ".pytest.toml", "sitecustomize.py", "usercustomize.py",
      "build.rs"}  # cargo runs a build script before compiling the tests: it could rewrite them
+    # JavaScript runners' own configuration and setup files: they choose, skip and transform the tests
+    | {f"{stem}.{ext}" for stem in ("jest.config", "vitest.config", "vitest.workspace", "ava.config", "jest.setup", "setupTests")
+       for ext in ("js", "cjs", "mjs", "ts", "cts", "mts", "json")}
+    | {f".mocharc.{ext}" for ext in ("js", "cjs", "mjs", "json", "jsonc", "yaml", "yml")}
 )
 # Files that hold runner configuration next to other things (packaging, linters, tox envs).
 MIXED_CONFIG_NAMES = frozenset({"pyproject.toml", "setup.cfg", "tox.ini", "setup.py", "noxfile.py", "runtests.py", "manage.py",
-                                "go.mod", "go.sum", "Cargo.toml", "Cargo.lock"})
-RUNNER_WORDS = re.compile(r"pytest|addopts|conftest|entry[_-]points|plugins?\b|-p\s", re.I)
+                                "go.mod", "go.sum", "Cargo.toml", "Cargo.lock",
+                                # package.json holds scripts.test and Jest/ava/mocha config; the lockfiles pin the env layer's node_modules
+                                "package.json", "package-lock.json", "npm-shrinkwrap.json", "yarn.lock", "pnpm-lock.yaml", ".yarnrc.yml",
+                                ".npmrc", "tsconfig.json", ".babelrc", "babel.config.js", "babel.config.json", "babel.config.cjs",
+                                "vite.config.js", "vite.config.ts", "vite.config.mjs"})
+RUNNER_WORDS = re.compile(r"pytest|addopts|conftest|entry[_-]points|plugins?\b|-p\s|jest|vitest|mocha|\bava\b|\"test[\w:]*\"\s*:|testMatch|setupFiles", re.I)
 VCS_NAMES = frozenset({".gitignore", ".gitattributes", ".gitmodules", ".hgignore"})
 LOADED_BINARIES = (".pyc", ".pyo", ".so", ".pyd", ".dylib", ".pth")
 TEST_DIRS = frozenset({"test", "tests", "testing", "__tests__", "spec", "specs", "testdata", "test_data", "e2e"})
 # Go compiles `_test.go` files into the tests alone: an agent's one could change what the tests see.
-TEST_FILE = re.compile(r"^(test_.*\.py|.*_tests?\.py|.*_test\.go)$")
+TEST_FILE = re.compile(r"^(test_.*\.py|.*_tests?\.py|.*_test\.go|.*[._-](test|spec)\.[cm]?[jt]sx?|.*\.snap)$")
 RUNNER_MODULES = frozenset({"pytest", "_pytest", "py", "pluggy", "iniconfig", "packaging", "xdist", "exceptiongroup", "tomli", "pygments"})
 SHADOWED = frozenset(sys.stdlib_module_names) | RUNNER_MODULES
 ALLOWED_MODES = ("100644", "100755")

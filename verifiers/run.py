@@ -56,6 +56,10 @@ from envfarm.verifiers.logs.status import TestStatus
 RUNNER_CONFIG_NAMES = RUNNER_ONLY_NAMES | MIXED_CONFIG_NAMES
 # The same names as git pathspecs, to find ignored copies without listing every ignored file.
 _CONFIG_PATHSPECS = [f"*{name}" for name in sorted(RUNNER_CONFIG_NAMES)] + ["*.pth", "*entry_points.txt"]
+# Installed dependency trees the env layer keeps inside the repository, git-excluded (node_modules: see
+# envfarm.tasks.envsetup.javascript): their packages ship their own jest.config.js or package.json,
+# which are the environment's, not the agent's, so the ignored-config listing never looks inside them.
+_INSTALLED_TREES = [":(exclude,glob)**/node_modules/**"]
 REPORT_PLACEHOLDER = "{report}"  # where a task's own test command wants the report path
 LOG_TAIL_CHARS = 2000  # kept with each run so a zero or a rejection can be explained without re-running
 REPORT_LIMIT = 32 << 20  # a JUnit report larger than this is not read (a real one for one task is far smaller)
@@ -243,7 +247,7 @@ def changed_paths(sandbox: Sandbox, task: TaskSpec, base: str, *, ignored_config
     """
     script = f"git diff --name-only {shlex.quote(base)} -- && git ls-files --others --exclude-standard"
     if ignored_config:
-        specs = " ".join(shlex.quote(p) for p in _CONFIG_PATHSPECS)
+        specs = " ".join(shlex.quote(p) for p in [*_CONFIG_PATHSPECS, *_INSTALLED_TREES])
         script += f" && git ls-files --others --ignored --exclude-standard -- {specs}"
     result = sandbox.exec(script, workdir=task.workdir, timeout=60)
     if not result.ok:

@@ -138,6 +138,7 @@ def js_mined(node_tooling, tmp_path_factory):
 
 @pytest.mark.engine
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # the module's mining pass (3 fixture repositories) is charged to the first test
 def test_a_node_fix_validates_with_file_qualified_ids(js_mined) -> None:
     from envfarm.store.mining import MiningCandidateRow, MiningRepoRow
     from envfarm.tasks.store import load_tasks
@@ -160,6 +161,7 @@ def test_a_node_fix_validates_with_file_qualified_ids(js_mined) -> None:
 
 @pytest.mark.engine
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # the module's mining pass (3 fixture repositories) is charged to the first test
 def test_bad_javascript_input_is_a_recorded_reason_per_candidate(js_mined) -> None:
     from envfarm.store.mining import MiningCandidateRow, MiningEnvRow
 
@@ -176,6 +178,7 @@ def test_bad_javascript_input_is_a_recorded_reason_per_candidate(js_mined) -> No
 
 @pytest.mark.engine
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # the module's mining pass (3 fixture repositories) is charged to the first test
 def test_node_modules_is_in_the_env_layer_and_hidden_from_git(js_mined, engine_client) -> None:
     from envfarm.sandbox.docker import DockerSandbox
     from envfarm.tasks.store import load_tasks
@@ -189,6 +192,7 @@ def test_node_modules_is_in_the_env_layer_and_hidden_from_git(js_mined, engine_c
 
 @pytest.mark.engine
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # the module's mining pass (3 fixture repositories) is charged to the first test
 def test_export_carries_language_and_harness_ids(js_mined, tmp_path: Path) -> None:
     pytest.importorskip("swebench", reason="the swebench package (pinned in pyproject.toml) is not installed")
     from envfarm.tasks.export import export_jsonl
@@ -285,3 +289,25 @@ def test_strategies_and_repairs_without_a_lockfile(tmp_path: Path) -> None:
     assert recipes.repair(scripts, "npm error code 1\nENVFARM_LOCKFILE_INSTALL_FAILED: x", BuildOptions()) is None  # nothing left to change
     stale = "npm error `npm ci` can only install packages when your package.json and package-lock.json are in sync"
     assert recipes.repair(roots[0], stale, BuildOptions()) is None
+
+
+@pytest.mark.engine
+@pytest.mark.slow
+@pytest.mark.timeout(1800)  # the module's mining pass (3 fixture repositories) is charged to the first test
+def test_grading_a_working_tree_leaves_node_modules_alone(js_mined, engine_client) -> None:
+    """Packages ship their own jest.config.js / package.json; inside the git-excluded node_modules they are
+    the environment's: grading the agent's working tree neither restores them nor calls them tampering."""
+    from envfarm.sandbox.docker import DockerSandbox
+    from envfarm.tasks.store import load_tasks
+    from envfarm.verifiers.run import run_tests
+
+    task = load_tasks(js_mined["store"])[0]
+    with DockerSandbox(task.image, run_id="pytest-mine-js", task_id=task.instance_id, client=engine_client) as box:
+        box.exec("mkdir -p node_modules/fakepkg && echo '{}' > node_modules/fakepkg/package.json && echo 'x' > node_modules/fakepkg/jest.config.js",
+                 workdir="/testbed")
+        box.apply_patch(task.patch, workdir="/testbed")
+        run = run_tests(box, task, None, timeout=300)
+        left = box.exec("ls node_modules/fakepkg", workdir="/testbed").output.split()
+    assert run.trustworthy and not run.tampering, (run.problems, run.tampering)
+    assert run.results["test/calc.test.js > add > adds two numbers"].succeeded
+    assert sorted(left) == ["jest.config.js", "package.json"]

@@ -28,6 +28,7 @@ def _detect(files: dict[str, str]) -> str:
         ({"Cargo.toml": "[package]", "src/lib.rs": ""}, "rust"),
         ({"package.json": "{}", "index.js": "", "lib/a.js": ""}, "javascript"),
         ({"package.json": "{}", "tsconfig.json": "{}", "src/a.ts": ""}, "typescript"),
+        ({"package.json": "{}", "tsconfig.json": "{}", "lib/a.js": "", "lib/b.js": "", "test/types.ts": ""}, "javascript"),  # axios's shape
         ({"package.json": '{"devDependencies": {"typescript": "5"}}', "src/a.ts": "", "src/b.ts": "", "c.js": ""}, "typescript"),
         ({"pyproject.toml": "", "pkg/a.py": ""}, "python"),
         # Two manifests: the language with the most source files among the named ones wins.
