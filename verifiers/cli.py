@@ -51,14 +51,13 @@ def web(
         if existing is not None and not existing.is_dir():
             raise EnvfarmError(f"--out {out}: {existing} is a file, not a folder", "pass a new or existing folder for the evidence, or omit --out")
     served = {"root": str(app_dir), **({"command": command} if command else {})}
+    verifier = WebVerifier(judge=JudgeClient.from_env(), blend=RewardBlend(judge_weight, gate))
     if script is None:
-        if judge_weight:
-            raise EnvfarmError("--judge-weight applies to scripted verification only here", "pass a SCRIPT, or drop --judge-weight to explore with the checks alone")
-        reward = WebVerifier().explore_app(served, list(rubric or []), out)
+        reward = verifier.explore_app(served, list(rubric or []), out)
     else:
         if rubric:
             raise EnvfarmError("--rubric is for exploring a page with no SCRIPT", "put the rubric in the script's `rubric:` field, or drop SCRIPT")
-        reward = WebVerifier(judge=JudgeClient.from_env(), blend=RewardBlend(judge_weight, gate)).verify_app(served, script, out)
+        reward = verifier.verify_app(served, script, out)
     sys.stdout.write(reward.to_json() + "\n")
     sys.stderr.write(f"report: {reward.evidence.get('report_html', '(none)')}\n")
     raise typer.Exit(0 if reward.passed else 1)

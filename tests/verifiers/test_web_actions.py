@@ -81,3 +81,18 @@ def test_a_page_that_does_not_render_earns_zero_and_the_judge_is_not_asked(web, 
         assert server.requests == []
     assert reward.value == 0.0 and reward.details["blend"]["deterministic"] > 0 and not reward.details["blend"]["rendered"]
     assert "page not blank after load" in reward.details["blend"]["not_rendered"] and "skipped" in reward.details["judge"]
+
+
+def test_an_explored_page_goes_to_the_judge_as_video_with_its_interactions(web_ready, tmp_path):
+    """Unscripted mode with a judge (what `envfarm verify web APP --rubric ... --judge-weight W` runs): the
+    exploration's video and its interactions reach the judge, and its verdict is blended in."""
+    from envfarm.verifiers.web.verifier import WebVerifier
+
+    clicker = Path(__file__).parent / "webapps" / "clicker" / "correct"
+    with ScriptedJudge([verdict(10, 10, 4)]) as server:
+        reward = WebVerifier(judge=JudgeClient(server.url, "vl"), blend=RewardBlend(0.5)).explore_app(clicker, ["a button adds one"], tmp_path)
+    assert reward.details["mode"] == "explore" and reward.details["judge"]["media"] == "video/mp4"
+    deterministic = reward.details["blend"]["deterministic"]
+    assert reward.value == pytest.approx(0.5 * deterministic + 0.5 * 0.8, abs=1e-4)
+    text = server.parts(0)[0]["text"]
+    assert "a button adds one" in text and "(video time): click" in text

@@ -127,8 +127,8 @@ class JudgeInput:
         if report.get("mode") == "explore":
             result = report.get("result", {})
             frames = [TimedFrame(Path(k["path"]), float(k["t_s"]), str(k.get("label", ""))) for k in result.get("keyframes", []) if k.get("t_s") is not None]
-            timeline = [TimelineEvent(float(i["started_s"]), f"{i['action']} {i.get('label') or i['target']}"
-                                      + ("" if i.get("effective") else " (no visible effect measured)"), not i.get("errors"))
+            timeline = [TimelineEvent(float(i["started_s"]), f"{i['action']} {i.get('label') or i['target']}" + _effect_note(i),
+                                      not i.get("errors") and i.get("effect") != "failed")
                         for i in result.get("interactions", [])]
             found = [f"gate: {r}" for r in result.get("gate", {}).get("reasons", [])]
             found += [f"dead control {d}" for d in result.get("interactivity", {}).get("dead", [])]
@@ -140,6 +140,16 @@ class JudgeInput:
         timeline = [TimelineEvent(float(s["started_s"]), s["label"], bool(s.get("ok", True))) for s in session.get("steps", [])]
         observations = list(report.get("details", {}).get("failed_checks", [])) + errors
         return cls(rubric, video, session.get("video_offset_s"), sorted(frames, key=lambda f: f.t_s), timeline, observations)
+
+
+_EFFECTS = {"dead": "no visible effect measured", "undetermined": "effect undetermined: the scene moves by itself",
+            "unused": "a probe", "failed": "the action could not be done"}
+
+
+def _effect_note(interaction: dict[str, Any]) -> str:
+    """What the explorer measured of an interaction's effect, for the judge's timeline ("" when it did something)."""
+    effect = interaction.get("effect") or ("live" if interaction.get("effective") else "dead")
+    return "" if effect == "live" else f" ({_EFFECTS.get(str(effect), str(effect))})"
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u2028\u2029\u202a-\u202e\u2066-\u2069]")

@@ -23,7 +23,7 @@ from envfarm.verifiers.reward import Reward
 from envfarm.verifiers.web.browser import BrowserHost, BrowserLimits
 from envfarm.verifiers.web.cdn import CdnShim
 from envfarm.verifiers.web.checks import score, session_checks, visual_checks
-from envfarm.verifiers.web.blend import RewardBlend, blended_reward, render_failure
+from envfarm.verifiers.web.blend import RewardBlend, blend_exploration, blended_reward, render_failure
 from envfarm.verifiers.web.judge import JudgeClient, JudgeInput
 from envfarm.verifiers.web.explorer import ExploreOptions, explore_web_async
 from envfarm.verifiers.web.report import write_evidence
@@ -114,14 +114,16 @@ class WebVerifier:
 
     def explore_app(self, app: dict[str, Any] | Path | str, rubric: str | list[str] | None = "", out_dir: Path | None = None,
                     options: ExploreOptions | None = None) -> Reward:
-        """Verify with no script: the explorer drives the page and scores it (explorer.py), deterministically."""
+        """Verify with no script: the explorer drives the page and scores it (explorer.py); the reward is the
+        blend's gate x blend with the judge, when one is configured (blend.blend_exploration)."""
         out_dir = out_dir or Path(tempfile.mkdtemp(prefix="envfarm-web-", dir=self.evidence_root))
 
         async def main() -> Reward:
             async with BrowserHost(self.limits) as host:
                 return await explore_web_async(host, app, out_dir, rubric, options, self.cdn)
 
-        return asyncio.run(main())
+        text = "\n".join(rubric) if isinstance(rubric, list) else (rubric or "")
+        return blend_exploration(asyncio.run(main()), self.blend, self.judge, text)
 
     def verify(self, task: TaskSpec, sandbox: Sandbox | None = None, app_dir: Path | None = None) -> Reward:
         """Task form: `task.extra["web"] = {"script": {...}, "root": "/testbed/dist", "command": ...}`; with no
