@@ -47,6 +47,10 @@ bench-sandbox: setup
 bench-mine: setup
 	$(PY) -m bench.mine
 
+.PHONY: bench-mine-scale
+bench-mine-scale: setup  ## the miner's store bookkeeping at 100,000 candidates on PostgreSQL, killed at 50% and resumed (about an hour; not part of `bench`) -> bench/results/mine_scale.json
+	$(PY) -m bench.mine_scale
+
 bench-fleet: setup
 	$(PY) -m bench.fleet
 
