@@ -119,9 +119,16 @@ def test_no_environment_is_an_infrastructure_failure_not_a_task_failure(project)
     assert (result.status, result.gold, result.empty) == ("infrastructure", ["infrastructure"], ["infrastructure"])
 
 
-def test_swebench5_row_pulls_its_image_from_the_registry_and_evaluates(project, recipe_task, registry, engine_client, tmp_path) -> None:  # type: ignore[no-untyped-def]
+@pytest.fixture(scope="module")
+def pushed(recipe_task, registry, engine_client) -> str:  # type: ignore[no-untyped-def]
+    """The recipe-built image, published in the loopback registry under the name a SWE-bench 5.x row gives."""
     _, _, env = recipe_task
     _push(engine_client, env.image, f"127.0.0.1:{REGISTRY_PORT}/{IMAGE}")
+    return registry
+
+
+def test_swebench5_row_pulls_its_image_from_the_registry_and_evaluates(project, pushed, engine_client, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    registry = pushed
     tasks_file = write_jsonl(tmp_path / "swebench.jsonl", [swebench5_row(project)])
     (task,) = read_tasks(tasks_file)[1]
     assert task.install.test_cmd.startswith("bash -c ") and "git apply" not in task.install.test_cmd and "pytest -rA tests/test_calc.py" in task.install.test_cmd
@@ -221,3 +228,39 @@ def test_a_row_with_no_recipe_and_no_image_gets_envfarms_own_environment_setup(p
     assert env.source == "envsetup" and [a["source"] for a in env.attempts] == ["envsetup"]
     gold = grade_one(task, task.patch, tmp_path / "gold", sandbox_runner(300, prepare=TaskImages(sources).prepare))
     assert gold == "resolved", (tmp_path / "gold" / "test_output.txt").read_text()[-1500:]
+
+
+def test_eval_killed_mid_run_resumes_with_only_the_rest(project, pushed, engine_client, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """SIGKILL while the second instance runs: the re-run grades only what has no report, and the summary
+    counts both. The killed process's sandbox is left to `envfarm gc` (its owner is dead); removed here."""
+    import signal
+
+    from envfarm.sandbox.docker import LABEL_PID
+
+    rows = [swebench5_row(project) | {"instance_id": f"acme__calc-{n}"} for n in (2, 3)]
+    tasks_file = write_jsonl(tmp_path / "two.jsonl", rows)
+    preds = write_jsonl(tmp_path / "preds.jsonl", [{"instance_id": r["instance_id"], "model_name_or_path": "m", "model_patch": project["patch"]} for r in rows])
+    out = tmp_path / "out"
+    env_vars = {**os.environ, "ENVFARM_HOME": str(tmp_path / "home"), "ENVFARM_IMAGE_REGISTRY": pushed}
+    cmd = [sys.executable, "-P", "-m", "envfarm.cli", "eval", "--predictions", str(preds), "--tasks", str(tasks_file), "--out", str(out),
+           "--run-id", "k", "--timeout", "300"]
+    folder = out / "logs/run_evaluation/k/m"
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env_vars, cwd=REPO_ROOT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 600
+        while not list(folder.glob("*/report.json")) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert proc.poll() is None, f"eval ended before it could be killed: {proc.stderr.read() if proc.stderr else ''}"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        for container in engine_client.containers.list(all=True, filters={"label": f"{LABEL_PID}={proc.pid}"}):
+            container.remove(force=True)
+    done_first = [p.parent.name for p in folder.glob("*/report.json")]
+    assert len(done_first) == 1 and not list(folder.glob("*/.*.tmp"))
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env_vars, cwd=REPO_ROOT, timeout=600)
+    assert again.returncode == 0, again.stderr[-1500:]
+    other = ({"acme__calc-2", "acme__calc-3"} - set(done_first)).pop()
+    assert f"{done_first[0]}: done before" in again.stderr and f"{other}: resolved" in again.stderr
+    summary = json.loads((out / "m.k.json").read_text())
+    assert (summary["resolved_ids"], summary["error_ids"]) == (["acme__calc-2", "acme__calc-3"], [])
