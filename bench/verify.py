@@ -6,7 +6,8 @@ shim's cache hit rate (CDN requests answered without a registry fetch, from an e
 the fake npm registry on loopback, as the tests do: no host is reached).
 
     python -m bench.verify                    (writes bench/results/verify.json)
-    python -m bench.verify --explore-only     (the unscripted section alone, merged into the same file)
+    python -m bench.verify --explore-only     (the unscripted section and one scripted pass at the same
+                                               parallelism, merged into the same file)
 
 Baselines run in the same process: log grading is compared with a naive one-pass line scan (what a
 minimal SWE-bench-style parser does, without our sections, id splitting or forgery checks); parallel
@@ -146,7 +147,7 @@ async def bench_web(out_root: Path) -> dict:
     return results
 
 
-EXPLORE_PARALLEL = 2
+EXPLORE_PARALLEL = int(__import__("os").environ.get("BENCH_EXPLORE_PARALLEL", "2"))
 
 
 async def bench_explore(out_root: Path) -> dict:
@@ -225,8 +226,25 @@ def main() -> None:
     if "--explore-only" in sys.argv[1:]:
         with tempfile.TemporaryDirectory(prefix="bench-verify-") as tmp:
             explore = asyncio.run(bench_explore(Path(tmp)))
+
+            async def scripted() -> tuple[float, list[dict]]:
+                async with BrowserHost() as host:
+                    return await run_corpus(host, EXPLORE_PARALLEL, Path(tmp) / "scripted")
+
+            _, rows = asyncio.run(scripted())
         print(f"explore: accuracy {explore['accuracy']} ({len(explore['false_passes'])} false passes, {len(explore['false_fails'])} false fails), p50 {explore['seconds_per_page_p50']}s")
         out = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"benchmark": "verify"}
+        right = sum((r["variant"] == "correct") == r["passed"] for r in rows)
+        scripted_now = {"verifications": len(rows), "parallel_contexts": EXPLORE_PARALLEL, "accuracy": round(right / len(rows), 4),
+                        "seconds_per_verification_p50": round(statistics.median(r["seconds"] for r in rows), 2),
+                        "misclassified": [f"{r['app']}/{r['variant']}" for r in rows if (r["variant"] == "correct") != r["passed"]]}
+        out["summary"] = {
+            "unscripted_accuracy": explore["accuracy"], "unscripted_false_passes": len(explore["false_passes"]),
+            "unscripted_false_fails": len(explore["false_fails"]), "scripted_accuracy": scripted_now["accuracy"],
+            "unscripted_seconds_per_page_p50": explore["seconds_per_page_p50"], "scripted_seconds_per_page_p50": scripted_now["seconds_per_verification_p50"],
+            "cdn_cache_hit_rate": explore["cdn"]["cache_hit_rate"], "same_run": "explore and scripted_same_run measured in one process, one after the other",
+        }
+        out["scripted_same_run"] = scripted_now
         out["explore"] = explore
         out["explore_machine"] = machine_notes(load_at_start)
         out["explore_timestamp"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
