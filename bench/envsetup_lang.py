@@ -83,8 +83,10 @@ def write_dump(repo: str, mirror: Path, dumps: Path, curated: list[int], newest:
     chosen: list[int] = []
     if newest:
         history = list(records_from_git(mirror, repo))
-        linked = [r for r in history if r["type"] == "pull" and "fix" in (r["data"]["title"] + r["data"]["body"]).lower()]
-        picked = {r["data"]["number"] for r in linked[:newest * 4]}
+        from envfarm.tasks.candidates import closing_refs
+
+        linked = [r for r in history if r["type"] == "pull" and closing_refs(r["data"]["title"] + "\n" + r["data"]["body"], repo)]
+        picked = {r["data"]["number"] for r in linked[:newest * 2]}
         records += [r for r in history if r["type"] == "issue" or r["data"]["number"] in picked]
         chosen += sorted(picked)
     for number in curated:
@@ -175,12 +177,12 @@ def language_totals(repos: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any
         agg["env_images"] += report["env_images"]["ok"] + report["env_images"]["failed"]
         agg["validated"] += report["validated"]
         for key in ("env_build_seconds", "instance_build_seconds", "validation_seconds", "instance_layer_bytes", "env_layer_bytes"):
-            agg[key] += [v for v in report[key] if v is not None]
+            agg.setdefault(key, []).extend(v for v in report.get(key) or [] if v is not None)
     for agg in out.values():
         agg["env_success_rate"] = round(agg["env_images_ok"] / agg["env_images"], 3) if agg["env_images"] else None
         agg["validated_rate"] = round(agg["validated"] / agg["candidates"], 3) if agg["candidates"] else None
         for key in ("env_build_seconds", "instance_build_seconds", "validation_seconds", "instance_layer_bytes", "env_layer_bytes"):
-            values = agg.pop(key)
+            values = agg.pop(key, [])
             agg[f"{key}_median"] = statistics.median(values) if values else None
             agg[f"{key}_max"] = max(values) if values else None
     return out
