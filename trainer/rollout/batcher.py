@@ -43,6 +43,9 @@ class ContinuousBatcher:
         self.admitted_while_decoding = 0
         self.admissions = 0
         self._occupied = 0
+        # The engine thread uses the intra-op thread count of the thread that made the batcher (set explicitly:
+        # a worker pins it, train.torch_threads, and the engine thread must not use more).
+        self._torch_threads = torch.get_num_threads()
         self._thread = threading.Thread(target=self._run, name="rollout-batcher", daemon=True)
         self._thread.start()
 
@@ -67,6 +70,7 @@ class ContinuousBatcher:
 
     def _run(self) -> None:
         decoder = self.decoder
+        torch.set_num_threads(self._torch_threads)
         try:
             while True:
                 with self._cv:
