@@ -156,17 +156,20 @@ def _entry_bytes(engine: RolloutEngine, lm: LMAgentPolicy) -> int:
 
 
 DRAFTS = (("plain", None), ("mtp3", "mtp"), ("adaptive", "adaptive"))
+# The arms left out of a run (e.g. "mtp3" on a loaded machine) are named in setup.drafts.
 
 
 def multiturn(model, reps: int, episodes: int, new_tokens: int, max_prompt_tokens: int, tool_seconds: float,
               concurrencies: tuple[int, ...] = (1, 8), turns: tuple[int, int] = (10, 20),
-              nocache_drafts: tuple[str, ...] = ("plain",), log=print) -> dict:
+              nocache_drafts: tuple[str, ...] = ("plain",), drafts: tuple[str, ...] = ("plain", "mtp3", "adaptive"),
+              log=print) -> dict:
     corpus = _corpus()
     params = SamplingParams(max_new_tokens=new_tokens, temperature=0.7, top_p=0.95, seed=0)
     # Every draft mode with the prefix cache; without it, plain only (the arms without a cache re-read the
     # whole history every turn: the slowest by far on 2 shared cores).
     arms = [(f"{'cache' if cache else 'nocache'}_{name}_c{c}", draft, cache, c)
-            for c in concurrencies for cache in (True, False) for name, draft in DRAFTS if cache or name in nocache_drafts]
+            for c in concurrencies for cache in (True, False) for name, draft in DRAFTS
+            if name in drafts and (cache or name in nocache_drafts)]
     runs: dict[str, list[dict]] = {label: [] for label, *_ in arms}
     for rep in range(reps):
         order = arms[rep % len(arms):] + arms[:rep % len(arms)]  # rotate, so drifting load hits every arm alike
@@ -201,10 +204,10 @@ def multiturn(model, reps: int, episodes: int, new_tokens: int, max_prompt_token
                     ratios[f"{name}_over_plain_{cache}_c{c}"] = ratio(f"{cache}_{name}_c{c}", f"{cache}_plain_c{c}")
     if len(concurrencies) > 1:
         lo, hi = min(concurrencies), max(concurrencies)
-        for name, _ in DRAFTS:
+        for name in drafts:
             ratios[f"c{hi}_over_c{lo}_cache_{name}"] = ratio(f"cache_{name}_c{hi}", f"cache_{name}_c{lo}")
     return {"setup": {"episodes": episodes, "turns_per_episode": f"{turns[0]}-{turns[1]} (seeded)", "observation_bytes": "200-2000 (seeded)",
                       "new_tokens_per_turn": new_tokens, "sampling": "T=0.7 top_p=0.95 seed 0", "max_prompt_tokens": max_prompt_tokens,
                       "tool_seconds": tool_seconds, "reps": reps, "concurrency": list(concurrencies),
-                      "arms_without_prefix_cache": list(nocache_drafts)},
+                      "drafts": list(drafts), "arms_without_prefix_cache": list(nocache_drafts)},
             "arms": med, "ratios": ratios}

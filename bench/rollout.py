@@ -154,6 +154,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--mt-turns", default="10,12", help="turns per episode, drawn per episode from this range")
     p.add_argument("--mt-max-prompt-tokens", type=int, default=4096)
     p.add_argument("--mt-tool-seconds", type=float, default=0.1)
+    p.add_argument("--mt-drafts", default="plain,mtp3,adaptive", help="draft modes of the multi-turn arms")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     sections = set(args.sections.split(","))
@@ -165,7 +166,7 @@ def main(argv: list[str] | None = None) -> dict:
         load_at_start = machine_load()
         lo, hi = (int(x) for x in args.mt_turns.split(","))
         section = multiturn(model, args.mt_reps, args.mt_episodes, args.mt_new_tokens, args.mt_max_prompt_tokens,
-                            args.mt_tool_seconds, turns=(lo, hi))
+                            args.mt_tool_seconds, turns=(lo, hi), drafts=tuple(args.mt_drafts.split(",")))
         report["multiturn"] = {**section, "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
                                "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                "machine": {**machine_notes(load_at_start), "platform": platform.platform(), "torch_threads": args.threads}}
