@@ -288,8 +288,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = [r for r in load_results(variant).values() if r["instance_id"] in {t["instance_id"] for t in manifest["tasks"]}]
         if rows:
             store = store_bytes(rows) if variant == args.variant else payload["variants"].get(variant, {}).get("image_store")
-            if variant == args.variant:  # rows with a `version` were built with one env layer and env sharing (4f611dc, 18d1160)
-                current = [r for r in rows if "version" in r]
+            if variant == args.variant:  # rows with `p2p_missing` were built with one env layer (4f611dc added both)
+                current = [r for r in rows if "p2p_missing" in r]
                 store = {"all_tasks": store, "tasks_built_with_one_env_layer": store_bytes(current) if current else None}
             payload["variants"][variant] = summarize(variant, rows) | {"image_store": store}
     payload["per_task"] = {v: [{k: r.get(k) for k in ("instance_id", "env_ok", "validated", "f2p_exact", "env_reason_class", "validation_reason_class",
