@@ -15,7 +15,7 @@ CONFIG ?= trainer/configs/demo.yaml
 REPOS ?= tasks/examples/repos.txt
 
 
-.PHONY: setup demo demo-core test test-fast bench bench-sandbox bench-mine bench-fleet bench-verify bench-rollout bench-train bench-integrity bench-swebench \
+.PHONY: setup demo demo-core test test-fast bench bench-sandbox bench-mine bench-fleet bench-verify bench-rollout bench-train bench-integrity bench-swebench bench-ecosystem \
         mine train pretrain-tiny manifests doctor gc clean
 
 setup:  ## install system packages, the virtualenv, the Podman socket, PostgreSQL and the base image (idempotent)
@@ -39,7 +39,7 @@ doctor:
 gc:
 	$(PYRUN) -m envfarm.cli gc
 
-bench: bench-sandbox bench-mine bench-fleet bench-verify bench-rollout bench-train bench-integrity bench-swebench
+bench: bench-sandbox bench-mine bench-fleet bench-verify bench-rollout bench-train bench-integrity bench-swebench bench-ecosystem
 
 bench-sandbox: setup
 	$(PY) -m bench.sandbox
@@ -65,6 +65,9 @@ bench-train: setup
 
 bench-swebench: setup  ## agreement with the SWE-bench harness on real harness logs, grading MB/s, import rows/s
 	$(PY) -m bench.swebench
+
+bench-ecosystem: setup  ## the OpenEnv server vs the sandbox directly (1 and 8 sessions), the tool-calling driver per turn
+	$(PY) -m bench.ecosystem
 
 .PHONY: bench-envsetup
 bench-envsetup: setup  ## env setup on real curated tasks (hours; resumable, not part of `bench`) -> bench/results/envsetup.json

@@ -2,14 +2,14 @@
 
 The checkout keeps `envfarm/`, `tasks/`, `verifiers/` and `trainer/` side by side (the layout users know),
 but an installed envfarm must not claim the top-level names `tasks`, `verifiers` (Prime Intellect's
-environment library), `trainer` or `agent`: they install as `envfarm.tasks`, `envfarm.verifiers`,
-`envfarm.trainer` and `envfarm.agent` (the agent scaffold). pyproject.toml cannot compute this package list, so it lives here; everything else
+environment library), `trainer`, `agent` or `integrations`: they install as `envfarm.tasks`,
+`envfarm.verifiers`, `envfarm.trainer`, `envfarm.agent` (the agent scaffold) and `envfarm.integrations`. pyproject.toml cannot compute this package list, so it lives here; everything else
 about the distribution is in pyproject.toml.
 """
 
 from setuptools import find_packages, setup
 
-MAPPED = ("tasks", "verifiers", "trainer", "agent")
+MAPPED = ("tasks", "verifiers", "trainer", "agent", "integrations")
 
 packages = find_packages(include=["envfarm", "envfarm.*"])
 for folder in MAPPED:

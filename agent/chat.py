@@ -20,7 +20,6 @@ integrations and external agents); it imports neither torch nor the model.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -28,9 +27,9 @@ from typing import Any, Literal, Protocol
 from envfarm.errors import EnvfarmError, SandboxError
 from envfarm.sandbox.protocol import Sandbox
 from envfarm.task import TaskSpec
-from envfarm.agent.episode import EpisodeLimits, Transcript, _clip
-from envfarm.agent.protocol import CALL_CLOSE, CALL_OPEN, ToolCall, ToolCallError, parse_tool_call, validate_call
-from envfarm.agent.tools import collect_patch, run_tool
+from envfarm.agent.episode import EpisodeLimits, Transcript, carry_out
+from envfarm.agent.protocol import CALL_CLOSE, CALL_OPEN, ToolCall, ToolCallError, call_from, parse_tool_call
+from envfarm.agent.tools import collect_patch
 
 ToolMode = Literal["native", "text"]
 
@@ -85,12 +84,7 @@ class ChatAgentPolicy(Protocol):
 
 def parse_native_call(call: NativeCall) -> ToolCall:
     """A native call checked against the tool table; its arguments must be a JSON object (or empty)."""
-    text = call.arguments.strip() or "{}"
-    try:
-        args = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ToolCallError(f"arguments of {call.name!r} are not valid JSON ({exc.msg} at char {exc.pos})") from None
-    return validate_call(call.name, args)
+    return call_from(call.name, call.arguments)
 
 
 def _tool_response(text: str) -> dict[str, Any]:
@@ -112,10 +106,8 @@ class _Steps:
         if call.name == "finish":
             self.t.calls.append({**record, "name": "finish", "arguments": {}, "observation": "submitted", "error": False})
             return "submitted", True
-        obs, failed = run_tool(self.sandbox, call, self.task.workdir, self.limits.command_timeout,
-                               self.limits.observation_chars * 4)
+        obs, failed = carry_out(self.sandbox, call, self.task.workdir, self.limits)
         self.t.tool_errors += int(failed and call.name == "str_replace")
-        obs = _clip(obs, self.limits.observation_chars)
         self.t.calls.append({**record, "name": call.name, "arguments": call.arguments, "observation": obs, "error": failed})
         return obs, False
 

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from envfarm.errors import EnvfarmError, SandboxError
 from envfarm.sandbox.protocol import Sandbox
 from envfarm.task import TaskSpec
-from envfarm.agent.protocol import SYSTEM_PROMPT, ToolCallError, parse_tool_call, render_prompt
+from envfarm.agent.protocol import SYSTEM_PROMPT, ToolCall, ToolCallError, parse_tool_call, render_prompt
 from envfarm.agent.tools import collect_patch, run_tool
 
 
@@ -82,6 +82,15 @@ def _clip(text: str, limit: int) -> str:
     return f"{text[:half]}\n[... {len(text) - limit} characters cut ...]\n{text[-half:]}"
 
 
+def carry_out(sandbox: Sandbox, call: ToolCall, workdir: str, limits: EpisodeLimits) -> tuple[str, bool]:
+    """Run a bash or str_replace call within the episode's limits: (observation clipped for the policy, error?).
+
+    The one way every driver of the scaffold (the text and chat loops, `session.ToolSession` behind the
+    integrations) carries out a tool call; infrastructure failures raise SandboxError."""
+    obs, failed = run_tool(sandbox, call, workdir, limits.command_timeout, limits.observation_chars * 4)
+    return _clip(obs, limits.observation_chars), failed
+
+
 def run_episode(policy: AgentPolicy, task: TaskSpec, sandbox: Sandbox, limits: EpisodeLimits = EpisodeLimits()) -> Transcript:
     """Run until finish or a limit; a dead sandbox ends the episode with finish_reason 'sandbox_error'.
 
@@ -112,9 +121,9 @@ def run_episode(policy: AgentPolicy, task: TaskSpec, sandbox: Sandbox, limits: E
             if call.name == "finish":
                 t.finish_reason = "finish"
                 break
-            obs, failed = run_tool(sandbox, call, task.workdir, limits.command_timeout, limits.observation_chars * 4)
+            obs, failed = carry_out(sandbox, call, task.workdir, limits)
             t.tool_errors += int(failed and call.name == "str_replace")
-            t.messages.append({"role": "tool", "content": _clip(obs, limits.observation_chars)})
+            t.messages.append({"role": "tool", "content": obs})
         t.patch = collect_patch(sandbox, task.workdir)
     except SandboxError as exc:
         t.finish_reason, t.error = "sandbox_error", exc.line()

@@ -83,6 +83,19 @@ def validate_call(name: str, args: object) -> ToolCall:
     return ToolCall(name, args)
 
 
+def call_from(name: str, arguments: object) -> ToolCall:
+    """A function call as a model or a client sent it: arguments a dict, or their JSON text (OpenAI's
+    `function.arguments`); empty or None means none. Checked with `validate_call`."""
+    if arguments is None:
+        arguments = {}
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments.strip() or "{}")
+        except json.JSONDecodeError as exc:
+            raise ToolCallError(f"arguments of {name!r} are not valid JSON ({exc.msg} at char {exc.pos})") from None
+    return validate_call(name, arguments)
+
+
 def render_prompt(messages: list[dict[str, str]]) -> str:
     """Flatten chat messages into the policy's input, ending with the assistant marker."""
     parts = [f"<|{m['role']}|>\n{m['content']}\n" for m in messages]

@@ -34,6 +34,16 @@ def failure_of(stage: str, exc: BaseException) -> Reward:
     return Reward.zero(f"{stage} failed: {line}", failure=failure, failure_class="infrastructure" if infra else "task")
 
 
+def grade(task: TaskSpec, patch: str, make_sandbox: SandboxFactory, verifier: SweVerifier | None = None) -> Reward:
+    """The reward for `patch` on `task`, graded in a fresh sandbox (nothing the agent did outside the diff reaches
+    the test run). Never raises: a verifier or engine failure is a classified zero (`failure_of`)."""
+    try:
+        with make_sandbox(task) as grader:
+            return (verifier or SweVerifier()).verify(task, grader, patch)
+    except Exception as exc:  # noqa: BLE001 - the verifier on one task's logs must not end the run
+        return failure_of("grading", exc)
+
+
 def swe_rollout(task: TaskSpec, make_policy: Callable[[], AgentPolicy], make_sandbox: SandboxFactory,
                 limits: EpisodeLimits = EpisodeLimits(), verifier: SweVerifier | None = None, retries: int = 1,
                 transcript_dir: str | Path | None = None, rollout_id: str = "") -> tuple[Transcript, Reward]:
@@ -61,11 +71,7 @@ def swe_rollout(task: TaskSpec, make_policy: Callable[[], AgentPolicy], make_san
         reward = Reward.zero(f"sandbox died {retries + 1} time(s): {transcript.error}", failure="sandbox_error",
                              failure_class="infrastructure")
     if reward is None:
-        try:
-            with make_sandbox(task) as grader:
-                reward = verifier.verify(task, grader, transcript.patch)
-        except Exception as exc:  # noqa: BLE001 - the verifier on one task's logs must not end the run
-            reward = failure_of("grading", exc)
+        reward = grade(task, transcript.patch, make_sandbox, verifier)
     if transcript_dir is not None and rollout_id:
         transcript.save(transcript_dir, rollout_id)
     return transcript, reward

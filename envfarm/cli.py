@@ -36,6 +36,7 @@ MOUNTS: dict[str, Mount] = {
     "tasks": Mount("envfarm.tasks.import_cli", "Import tasks from SWE-bench-family datasets (SWE-bench, SWE-rebench, SWE-smith, ...), build and validate them."),
     "eval": Mount("envfarm.tasks.eval_cli", "Evaluate SWE-bench predictions: the harness's per-instance reports and run summary."),
     "rollout": Mount("envfarm.agent.rollout_cli", "Run an external model (OpenAI-compatible server) on tasks: K graded episodes each, trajectories as JSONL, pass@k."),
+    "serve": Mount("envfarm.integrations.cli", "Serve tasks to other stacks: an OpenEnv environment server (needs the openenv extra)."),
 }
 _LOADED: dict[str, TyperCommand | TyperGroup] = {}
 
