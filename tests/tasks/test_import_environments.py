@@ -120,11 +120,19 @@ def test_no_environment_is_an_infrastructure_failure_not_a_task_failure(project)
 
 
 @pytest.fixture(scope="module")
-def pushed(recipe_task, registry, engine_client) -> str:  # type: ignore[no-untyped-def]
-    """The recipe-built image, published in the loopback registry under the name a SWE-bench 5.x row gives."""
+def pushed(recipe_task, registry, engine_client) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """The recipe-built image, published in the loopback registry under the name a SWE-bench 5.x row gives
+    (and not left in the engine under that name: the tests must pull it, and nothing stays behind)."""
+    from docker.errors import ImageNotFound
+
     _, _, env = recipe_task
-    _push(engine_client, env.image, f"127.0.0.1:{REGISTRY_PORT}/{IMAGE}")
-    return registry
+    ref = f"127.0.0.1:{REGISTRY_PORT}/{IMAGE}"
+    _push(engine_client, env.image, ref)
+    yield registry
+    try:
+        engine_client.images.remove(ref)
+    except ImageNotFound:
+        pass
 
 
 def test_swebench5_row_pulls_its_image_from_the_registry_and_evaluates(project, pushed, engine_client, tmp_path) -> None:  # type: ignore[no-untyped-def]
