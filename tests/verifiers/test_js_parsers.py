@@ -109,3 +109,13 @@ def test_tap_report_missing_is_no_result() -> None:
     task = _js_task("tap", "node --test --test-reporter=tap --test-reporter-destination={report}")
     run = read_run(task, ExecResult(1, "", False, 1.0), None)
     assert not run.trustworthy and not run.results
+
+
+def test_mocha_xunit_with_escaped_colour_codes_still_parses() -> None:
+    """mocha's xunit reporter writes ANSI colours in failure messages as &#27;, which XML 1.0 forbids (seen on axios)."""
+    xml = (b'<testsuite name="Mocha Tests" tests="2" failures="1" errors="0" skipped="0">'
+           b'<testcase classname="a" name="ok" time="0"/>'
+           b'<testcase classname="a" name="bad" time="0"><failure>&#27;[31mexpected&#27;[39m &#x1b;[0m &#9;tab</failure></testcase></testsuite>')
+    parsed = parse_log("junit", xml)
+    assert parsed.complete, parsed.problems
+    assert parsed.results == {"a::ok": P, "a::bad": F}

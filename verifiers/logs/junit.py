@@ -13,6 +13,7 @@ report is never more than one bounded buffer.
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 
 from envfarm.verifiers.logs.status import ParsedLog, TestStatus
@@ -57,12 +58,17 @@ def _malformed(parsed: ParsedLog, why: str) -> None:
     parsed.problems.append(f"report is not well-formed XML ({why}); read the test cases before that point")
 
 
+# Character references to control characters XML 1.0 forbids (all below 0x20 but tab, newline, return).
+_CONTROL_REF = re.compile(rb"&#(?:0*(?:[0-8]|1[124-9]|2[0-9]|3[01])|[xX]0*(?:[0-8bBcCeEfF]|1[0-9a-fA-F]));")
+
+
 def parse_junit_xml(raw: bytes | str) -> ParsedLog:
     parsed = ParsedLog(framework="junit")
     data = report_bytes(raw, parsed.problems)
     if data is None:
         parsed.complete = False
         return parsed
+    data = _CONTROL_REF.sub(b"&#xFFFD;", data)  # mocha's xunit reporter escapes ANSI colour codes as &#27;, which XML 1.0 forbids
     if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
         parsed.complete = False
         parsed.problems.append("report declares a DTD or entities (no runner writes one): not parsed")
