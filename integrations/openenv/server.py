@@ -194,4 +194,23 @@ def build_app(config: ServerConfig, max_sessions: int = 8):  # type: ignore[no-u
 
     app.router.on_startup.append(start)
     app.router.on_shutdown.append(stop)
+    app.add_middleware(_QuietClientClose)
     return app
+
+
+class _QuietClientClose:
+    """openenv-core 0.3.0's /ws handler calls `websocket.close()` after the client already closed, which raises
+    WebSocketDisconnect and makes uvicorn log a traceback for every normal session end. That one case is dropped;
+    everything else propagates."""
+
+    def __init__(self, app) -> None:  # type: ignore[no-untyped-def]
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        from starlette.websockets import WebSocketDisconnect
+
+        try:
+            await self.app(scope, receive, send)
+        except WebSocketDisconnect:
+            if scope.get("type") != "websocket":
+                raise
