@@ -64,9 +64,8 @@ if [ ! -x .venv/bin/python ] || [ "$(cat $stamp 2>/dev/null)" != "$want_hash" ];
   # torch first, by exact version, so pip takes the machine's CPU wheel instead of a CUDA build.
   .venv/bin/pip install -q torch==2.13.0
   .venv/bin/pip install -q -r requirements.lock
-  # The project itself with the test extra and the integrations' extras (their tests run in make test), and any
-  # direct dependency pyproject.toml names that the lock does not pin yet.
-  .venv/bin/pip install -q -e ".[test,openenv,mini-swe-agent]"
+  # The project itself, and any direct dependency pyproject.toml names that the lock does not pin yet.
+  .venv/bin/pip install -q -e ".[test]"
   echo "$want_hash" > $stamp
   did "installed the virtualenv (.venv) from requirements.lock"
 fi
@@ -112,5 +111,12 @@ fi
 node_tooling=$(DOCKER_HOST="${DOCKER_HOST:-unix://$SOCK_PATH}" .venv/bin/python -m envfarm.cli images build tooling --language javascript 2>&1) \
   || { echo "$node_tooling" | tail -n 20; echo "setup: building the Node tooling layer failed (see above)"; exit 1; }
 case "$node_tooling" in *"cache hit"*) ;; *) did "built the Node tooling layer: $(echo "$node_tooling" | tail -n 1)"; changed=1 ;; esac
+
+# 9. Go's and Rust's tooling layers over the base (Debian's golang-go; rustc + cargo), for Go and Rust tasks
+for lang in go rust; do
+  lang_tooling=$(DOCKER_HOST="${DOCKER_HOST:-unix://$SOCK_PATH}" .venv/bin/python -m envfarm.cli images build tooling --language $lang 2>&1) \
+    || { echo "$lang_tooling" | tail -n 20; echo "setup: building the $lang tooling layer failed (see above)"; exit 1; }
+  case "$lang_tooling" in *"cache hit"*) ;; *) did "built the $lang tooling layer: $(echo "$lang_tooling" | tail -n 1)"; changed=1 ;; esac
+done
 
 if [ "$changed" = 0 ]; then say "nothing to do: everything is installed and running"; fi

@@ -133,6 +133,10 @@ def validate(
     unusable = [r for r in runs if not r.run.trustworthy]
     if unusable:
         return Validation(False, "untrustworthy_log", unusable[0].why_unusable()[:500], runs=summary)
+    if all(not r.results for r in runs):  # a runner whose output the task's parser cannot read (a custom harness)
+        said = next((p for r in runs for p in r.run.log_problems), "")
+        return Validation(False, "no_test_results", f"no run gave a result the {task.log_parser!r} parser could read"
+                          + (f": {said}" if said else ""), runs=summary)
     before = [r for r in runs if r.state == "before"]
     after = [r for r in runs if r.state == "after"]
     f2p, p2p, flaky = compare(before, after)

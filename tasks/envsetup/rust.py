@@ -167,7 +167,7 @@ class RustRecipes:
             install.append(f"printf '%s' {shlex.quote(VENDOR_CONFIG)} > {CARGO_HOME}/config.toml")
         offline = "true" if options.offline or deps != "registry" else "false"
         install.append(
-            f"CARGO_NET_OFFLINE={offline} cargo fetch > /tmp/fetch.log 2>&1 || {{ tail -n 20 /tmp/fetch.log;"
+            f"CARGO_NET_OFFLINE={offline} cargo fetch > /tmp/fetch.log 2>&1 || {{ tail -n 20 /tmp/fetch.log | sed 's/^/cargo fetch failed: /';"
             f" if grep -qE {shlex.quote(_TOO_OLD)} /tmp/fetch.log; then echo '{REASON_MARKER}toolchain_too_old';"
             f" else echo '{REASON_MARKER}dependency_unreachable'; fi; exit 1; }}")
         env = (("CARGO_HOME", CARGO_HOME), ("CARGO_TARGET_DIR", TARGET_DIR), ("CARGO_NET_OFFLINE", "true"),
@@ -190,7 +190,7 @@ class RustRecipes:
     def env_steps(self, strategy: Strategy, collect_paths: list[str], options: BuildOptions) -> list[str]:
         compile_tests = (
             f"cd /testbed && cargo test --no-run > /tmp/collect.log 2>&1; rc=$?;"
-            " if [ $rc -ne 0 ]; then grep -E '^(error|warning: unused manifest)' /tmp/collect.log | head -n 20; tail -n 30 /tmp/collect.log;"
+            " if [ $rc -ne 0 ]; then grep -E '^(error|warning: unused manifest)' /tmp/collect.log | head -n 20; tail -n 30 /tmp/collect.log | sed 's/^/cargo test failed: /';"
             f" if grep -qE {shlex.quote(_TOO_OLD)} /tmp/collect.log; then echo '{REASON_MARKER}toolchain_too_old';"
             f" elif grep -qE {shlex.quote(_UNREACHABLE)} /tmp/collect.log; then echo '{REASON_MARKER}dependency_unreachable';"
             f" else echo '{REASON_MARKER}build_error'; fi; echo '{COLLECT_MARKER} (exit '$rc')'; exit 1; fi; rm -f /tmp/collect.log"

@@ -169,3 +169,11 @@ def test_cargo_binary_without_summary_believes_no_pass():
 def test_cargo_garbage_never_raises(garbage):
     parsed = parse_cargo_log(garbage.encode("latin-1"))
     assert parsed.results == {} and not parsed.complete
+
+
+def test_cargo_custom_harness_output_is_no_result_and_an_incomplete_log():
+    log = ("     Running tests/custom.rs (target/debug/deps/custom-0123456789abcdef)\n"
+           "custom harness: all 3 checks ok\ntest fake ... ok\n")
+    parsed = parse_cargo_log(log)
+    assert parsed.results == {} and not parsed.complete
+    assert "printed no libtest output" in parsed.problems[0]

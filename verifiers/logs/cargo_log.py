@@ -11,6 +11,8 @@ stem for integration tests); `<source>` comes from cargo's `Running` line (absen
 when the id is `<binary>::<test>`).
 
 What the lines do not say on their own, and how it is read:
+- a test binary that prints no libtest output at all (`harness = false`) has no results and makes the
+  log incomplete (its own words are not read);
 - a test binary that dies (abort, stack overflow, `process::exit`) prints no `test result:` line:
   its tests without a result line are missing (failed), the binary itself is an ERROR result
   (`<binary>@<source>`), and the log is incomplete;
@@ -113,7 +115,11 @@ def parse_cargo_log(raw: bytes | str) -> ParsedLog:
             current.results.append((f"{current.target}{SEPARATOR}{name}", status))
     for binary in binaries:
         if binary.declared is None and binary.summary is None:
-            continue  # a `Running` line whose binary printed nothing we read (killed before it started)
+            # `harness = false` (the test prints what it likes) or a binary killed before it started: not
+            # a result, and nothing vouches for the run's exit code either.
+            parsed.complete = False
+            parsed.problems.append(f"test binary {binary.target} printed no libtest output (a custom harness, or it died before starting)")
+            continue
         if binary.summary is None:
             # Its result lines are not believed: nothing the runner counted vouches for them (a test can
             # print `ok` lines and a `Running` line of its own). Its tests are missing, i.e. failed.
