@@ -64,8 +64,9 @@ if [ ! -x .venv/bin/python ] || [ "$(cat $stamp 2>/dev/null)" != "$want_hash" ];
   # torch first, by exact version, so pip takes the machine's CPU wheel instead of a CUDA build.
   .venv/bin/pip install -q torch==2.13.0
   .venv/bin/pip install -q -r requirements.lock
-  # The project itself, and any direct dependency pyproject.toml names that the lock does not pin yet.
-  .venv/bin/pip install -q -e ".[test]"
+  # The project itself with the test extra and the integrations' extras (their tests run in make test), and any
+  # direct dependency pyproject.toml names that the lock does not pin yet.
+  .venv/bin/pip install -q -e ".[test,openenv,mini-swe-agent]"
   echo "$want_hash" > $stamp
   did "installed the virtualenv (.venv) from requirements.lock"
 fi
