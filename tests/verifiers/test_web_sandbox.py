@@ -25,9 +25,20 @@ def test_web_task_from_a_sandbox(docker_sandbox, web_ready, variant, should_pass
     assert Path(reward.evidence["report_html"]).exists()
 
 
-def test_web_task_without_script_is_a_clear_error(docker_sandbox):
+def test_web_task_without_extra_web_is_a_clear_error(docker_sandbox):
     from envfarm.errors import EnvfarmError
 
     task = TaskSpec(instance_id="acme__clicker-4", kind="web")
-    with pytest.raises(EnvfarmError, match="extra.web.script"):
+    with pytest.raises(EnvfarmError, match="has no extra.web"):
         verifier_for(task).verify(task, docker_sandbox)
+
+
+def test_web_task_without_a_script_is_explored_against_its_rubric(docker_sandbox, web_ready):
+    page = Path(__file__).parent / "webcorpus" / "bmi_calculator" / "index.html"
+    docker_sandbox.write_file("/tmp/site/index.html", page.read_bytes())
+    rubric = 'Clicking "Calculate" shows the BMI and its category.'
+    task = TaskSpec(instance_id="acme__bmi-1", kind="web", workdir="/tmp/site", extra={"web": {"root": "/tmp/site", "rubric": rubric}})
+    reward = verifier_for(task).verify(task, docker_sandbox)
+    assert reward.details["mode"] == "explore"
+    assert reward.passed, reward.details["failed_checks"]
+    assert reward.details["explore"]["rubric"][0]["passed"] is True
