@@ -151,7 +151,10 @@ def test_one_readable_repository_is_success_and_the_other_is_named(home: Path, t
     both problems printed as warnings naming the repository."""
     source = tmp_path / "src"
     subprocess.run(["git", "init", "-q", str(source)], check=True)
-    subprocess.run(["git", "-C", str(source), "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "one"], check=True)
+    # A manifest, so the language is detected (an empty tree is a failure of its own: language_undetected).
+    (source / "pyproject.toml").write_text('[project]\nname = "calc"\nversion = "0.1"\n')
+    subprocess.run(["git", "-C", str(source), "add", "pyproject.toml"], check=True)
+    subprocess.run(["git", "-C", str(source), "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "one"], check=True)
     folder = dump_dir(tmp_path, (json.dumps(ISSUE) + "\n{broken\n").encode())
     subprocess.run(["git", "clone", "-q", "--mirror", str(source), str(folder / "acme__calc.git")], check=True)
     (folder / "acme__wide.jsonl").write_bytes(json.dumps(ISSUE).encode("utf-16"))
